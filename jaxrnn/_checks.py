@@ -1,0 +1,91 @@
+"""Input validation shared by the drivers: every check runs on static shapes and dtypes, before tracing.
+
+Messages follow one pattern: the argument, the rule, what came, and (where there is one) the likely fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "as_float_array",
+    "check_lengths",
+    "check_tree_matches",
+    "is_concrete",
+    "shape_str",
+]
+
+
+def shape_str(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` holds values we can read on the host (not a tracer inside jit/grad/vmap)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def as_float_array(x, name: str, *, min_rank: int = 0, layout: str = "") -> jax.Array:
+    """``x`` as a JAX array, which must be floating point and of rank >= ``min_rank``."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        try:
+            x = np.asarray(x)
+        except Exception as err:  # noqa: BLE001 - re-raised with context
+            raise TypeError(f"{name} must be an array, got {type(x).__name__}") from err
+    if x.dtype == object:
+        raise TypeError(f"{name} must be a numeric array, got an object array (ragged input?)")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{name} must be a floating-point array, got dtype {x.dtype}. Token ids go through an embedding "
+            f"first (jaxrnn.embedding); numeric data can be cast with {name}.astype(jnp.float32)."
+        )
+    if x.ndim < min_rank:
+        raise ValueError(
+            f"{name} must have rank >= {min_rank}{' (' + layout + ')' if layout else ''}, "
+            f"got shape {shape_str(x.shape)} (rank {x.ndim})"
+        )
+    return jnp.asarray(x)
+
+
+def check_lengths(lengths, batch_shape: tuple[int, ...], num_steps: int, name: str = "lengths") -> jax.Array:
+    """Validate per-sequence lengths: integer, shape ``batch_shape``, values in ``[0, num_steps]`` when concrete."""
+    if not hasattr(lengths, "shape"):
+        lengths = np.asarray(lengths)
+    if not (jnp.issubdtype(lengths.dtype, jnp.integer)):
+        raise TypeError(f"{name} must be an integer array, got dtype {lengths.dtype}")
+    if tuple(lengths.shape) != tuple(batch_shape):
+        raise ValueError(
+            f"{name} must have the batch shape of xs, {shape_str(batch_shape)}, got {shape_str(lengths.shape)}"
+        )
+    if is_concrete(lengths) and lengths.size:
+        values = np.asarray(lengths)
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi > num_steps:
+            raise ValueError(
+                f"{name} must lie in [0, {num_steps}] (the number of time steps), got values in [{lo}, {hi}]"
+            )
+    return jnp.asarray(lengths)
+
+
+def check_tree_matches(got: Any, expected: Any, name: str, hint: str = "") -> None:
+    """Raise if pytree ``got`` differs from ``expected`` (arrays or ShapeDtypeStructs) in structure or shape."""
+    got_struct = jax.tree_util.tree_structure(got)
+    expected_struct = jax.tree_util.tree_structure(expected)
+    if got_struct != expected_struct:
+        raise ValueError(
+            f"{name} has the wrong structure: expected {expected_struct}, got {got_struct}"
+            + (f". {hint}" if hint else "")
+        )
+    got_leaves = jax.tree_util.tree_flatten_with_path(got)[0]
+    expected_leaves = jax.tree_util.tree_leaves(expected)
+    for (path, leaf), want in zip(got_leaves, expected_leaves):
+        shape = tuple(np.shape(leaf))
+        if shape != tuple(want.shape):
+            raise ValueError(
+                f"{name}{jax.tree_util.keystr(path)} has shape {shape_str(shape)}, expected "
+                f"{shape_str(want.shape)}" + (f". {hint}" if hint else "")
+            )

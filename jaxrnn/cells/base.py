@@ -1,0 +1,109 @@
+"""The ``Cell`` interface and what the built-in cells share.
+
+A cell is a NamedTuple of pure functions, so that any recurrence, built in or your own, runs under
+:func:`jaxrnn.rnn`, :func:`jaxrnn.stack` and the training code unchanged::
+
+    params = cell.init(key, input_size, hidden_size)          # a params pytree (NamedTuple)
+    carry = cell.initial_state(params, batch_shape=(B,))       # zeros, [B, H] per leaf
+    carry, h = cell.step(params, carry, x)                     # x: [*batch, input_size] -> h: [*batch, H]
+
+``step`` is a ``lax.scan`` body. ``sizes(params) -> (input_size, hidden_size)`` is optional: built-in cells give it,
+and the drivers use it to validate params and inputs before tracing. A cell without it is validated by tracing one
+``step`` abstractly (``jax.eval_shape``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn._checks import shape_str
+
+__all__ = ["Cell", "default_dtype", "fused_input_init", "fused_recurrent_init", "check_fused_params"]
+
+
+class Cell(NamedTuple):
+    """A recurrent cell: ``init``, ``initial_state`` and ``step`` as pure functions.
+
+    Attributes:
+      init: ``init(key, input_size, hidden_size, *, dtype=None, **options) -> params``.
+      initial_state: ``initial_state(params, batch_shape=()) -> carry`` (zeros).
+      step: ``step(params, carry, x) -> (carry, h)`` with ``x: [*batch, input_size]``, ``h: [*batch, H]``.
+      sizes: optional ``sizes(params) -> (input_size, hidden_size)``; raises ``TypeError``/``ValueError`` for
+        params that do not belong to this cell.
+      name: a short name for messages and reprs.
+    """
+
+    init: Callable[..., Any]
+    initial_state: Callable[..., Any]
+    step: Callable[..., tuple[Any, jax.Array]]
+    sizes: Callable[[Any], tuple[int, int]] | None = None
+    name: str = "cell"
+
+    def __repr__(self) -> str:
+        return f"Cell({self.name})"
+
+
+def default_dtype(dtype=None) -> np.dtype:
+    """``dtype`` if given (must be floating), else float64 under ``jax_enable_x64`` and float32 otherwise."""
+    if dtype is None:
+        return jax.dtypes.canonicalize_dtype(jnp.float64)
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
+    return dtype
+
+
+def _check_size(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def fused_input_init(key, input_size: int, hidden_size: int, gates: int, dtype) -> jax.Array:
+    """Glorot-uniform ``[D, G*H]`` input kernel (the Keras default, fan computed on the fused matrix)."""
+    _check_size(input_size, "input_size")
+    _check_size(hidden_size, "hidden_size")
+    return jax.nn.initializers.glorot_uniform()(key, (input_size, gates * hidden_size), dtype)
+
+
+def fused_recurrent_init(key, hidden_size: int, gates: int, dtype) -> jax.Array:
+    """``[H, G*H]`` recurrent kernel: one orthogonal ``[H, H]`` block per gate (Flax's choice; Keras
+    orthogonalises the fused matrix, which for G > 1 leaves each gate's block only approximately orthogonal)."""
+    keys = jax.random.split(key, gates)
+    blocks = [jax.nn.initializers.orthogonal()(k, (hidden_size, hidden_size), dtype) for k in keys]
+    return jnp.concatenate(blocks, axis=1)
+
+
+def check_fused_params(params, cls: type, gates: int, cell_name: str, extra: dict[str, str] | None = None):
+    """Validate a fused-gate params NamedTuple and return ``(input_size, hidden_size)``.
+
+    Expected: ``w_x [D, G*H]``, ``w_h [H, G*H]``, ``b [G*H]``, plus each ``extra`` field of shape ``[H]``.
+    """
+    if not isinstance(params, cls):
+        raise TypeError(
+            f"params must be {cls.__name__} (made by jaxrnn.{cell_name}.init), got {type(params).__name__}. "
+            f"Were these params made for another cell?"
+        )
+    w_x, w_h, b = (np.shape(params.w_x), np.shape(params.w_h), np.shape(params.b))
+    if len(w_h) != 2 or w_h[1] != gates * w_h[0]:
+        raise ValueError(f"{cls.__name__}.w_h must have shape [H, {gates}*H], got {shape_str(w_h)}")
+    hidden = w_h[0]
+    if len(w_x) != 2 or w_x[1] != gates * hidden:
+        raise ValueError(
+            f"{cls.__name__}.w_x must have shape [D, {gates * hidden}] for hidden size {hidden}, got {shape_str(w_x)}"
+        )
+    if b != (gates * hidden,):
+        raise ValueError(f"{cls.__name__}.b must have shape [{gates * hidden}], got {shape_str(b)}")
+    for field in extra or {}:
+        got = np.shape(getattr(params, field))
+        if got != (hidden,):
+            raise ValueError(f"{cls.__name__}.{field} must have shape [{hidden}], got {shape_str(got)}")
+    dtypes = {jnp.dtype(leaf.dtype) for leaf in jax.tree_util.tree_leaves(params)}
+    if any(not jnp.issubdtype(d, jnp.floating) for d in dtypes):
+        raise TypeError(f"{cls.__name__} leaves must be floating point, got dtypes {sorted(map(str, dtypes))}")
+    return w_x[0], hidden

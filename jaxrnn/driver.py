@@ -1,0 +1,300 @@
+"""The sequence driver: runs any :class:`~jaxrnn.Cell` over a sequence with ``lax.scan``.
+
+``rnn(cell, params, xs)`` is the one entry point; stacks, bidirectional layers and the training code build on it.
+Layouts: ``xs`` is ``[*batch, time, D]`` (batch-major, the default) or ``[time, *batch, D]`` with
+``time_major=True``; any number of batch dims (including none) works.
+
+Variable lengths (right padding): with ``lengths [*batch]``, step ``t`` of a sequence is valid when
+``t < lengths``. Invalid steps leave the carry unchanged and emit exact zeros, so ``final_carry`` is the state after
+each sequence's last valid step. With ``reverse=True`` the scan runs from ``t = T-1`` down to 0 and the same mask
+makes each sequence start at its own last valid step ``lengths-1``: each sequence is read backwards within its own
+length, and its outputs stay aligned with its inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxrnn._checks import as_float_array, check_lengths, check_tree_matches, shape_str
+from jaxrnn.cells.base import Cell
+
+__all__ = ["Prepared", "prepare", "rnn", "scan_cell", "truncated_rnn"]
+
+
+class Prepared(NamedTuple):
+    """Validated driver inputs, time-major: ``xs [T, *batch, D]``, ``carry`` (batch ``batch_shape``),
+    ``lengths [*batch]`` or None."""
+
+    xs: jax.Array
+    carry: Any
+    lengths: jax.Array | None
+    batch_shape: tuple[int, ...]
+
+
+def _check_cell(cell) -> None:
+    if not isinstance(cell, Cell):
+        raise TypeError(
+            f"cell must be a jaxrnn.Cell (e.g. jaxrnn.lstm, or Cell(init, initial_state, step)), got "
+            f"{type(cell).__name__}"
+        )
+
+
+def prepare(cell: Cell, params, xs, carry=None, *, lengths=None, time_major: bool = False) -> Prepared:
+    """Validate the inputs of :func:`rnn` on static shapes (before tracing) and bring ``xs`` to time-major.
+
+    Raises ``TypeError``/``ValueError`` naming the argument for: a non-Cell, params of another cell, a wrong
+    feature size, ``xs`` that is not floating point or has rank < 2, a carry whose batch or structure does not
+    match, ``lengths`` of the wrong shape or (when concrete) outside ``[0, T]``.
+    """
+    _check_cell(cell)
+    layout = "[time, *batch, features]" if time_major else "[*batch, time, features]"
+    xs = as_float_array(xs, "xs", min_rank=2, layout=layout)
+    if time_major:
+        num_steps, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
+        xs_tm = xs
+    else:
+        num_steps, batch_shape = xs.shape[-2], tuple(xs.shape[:-2])
+        xs_tm = jnp.moveaxis(xs, -2, 0)
+
+    if cell.sizes is not None:
+        input_size, _ = cell.sizes(params)
+        if xs.shape[-1] != input_size:
+            raise ValueError(
+                f"xs has {xs.shape[-1]} features (last axis of shape {shape_str(xs.shape)}), but the {cell.name} "
+                f"params expect input_size={input_size}"
+            )
+        param_dtype = jax.tree_util.tree_leaves(params)[0].dtype
+        if xs_tm.dtype != param_dtype:
+            xs_tm = xs_tm.astype(param_dtype)
+
+    expected = jax.eval_shape(lambda p: cell.initial_state(p, batch_shape), params)
+    if carry is None:
+        carry = cell.initial_state(params, batch_shape)
+    else:
+        _check_carry(carry, expected, batch_shape)
+        carry = jax.tree.map(lambda c, e: jnp.asarray(c, e.dtype), carry, expected)
+
+    if cell.sizes is None:
+        _check_user_step(cell, params, carry, xs_tm[0])
+
+    if lengths is not None:
+        lengths = check_lengths(lengths, batch_shape, num_steps)
+    return Prepared(xs=xs_tm, carry=carry, lengths=lengths, batch_shape=batch_shape)
+
+
+def _check_carry(carry, expected, batch_shape) -> None:
+    got_leaves = jax.tree_util.tree_leaves(carry)
+    if jax.tree_util.tree_structure(carry) == jax.tree_util.tree_structure(expected):
+        for got, want in zip(got_leaves, jax.tree_util.tree_leaves(expected)):
+            got_batch = tuple(jnp.shape(got))[: len(batch_shape)]
+            if jnp.ndim(got) == len(want.shape) and got_batch != batch_shape:
+                raise ValueError(
+                    f"carry has batch shape {shape_str(got_batch)} but xs has batch shape {shape_str(batch_shape)}"
+                    f" (carry leaf shape {shape_str(jnp.shape(got))}, expected {shape_str(want.shape)})"
+                )
+    check_tree_matches(carry, expected, "carry", hint="Make it with cell.initial_state(params, batch_shape).")
+
+
+def _check_user_step(cell: Cell, params, carry, x) -> None:
+    """Trace one step abstractly so that a user cell's shape errors surface here, with context."""
+    try:
+        out = jax.eval_shape(cell.step, params, carry, x)
+    except Exception as err:  # noqa: BLE001 - re-raised with context
+        raise ValueError(
+            f"{cell.name}.step failed on one step of xs (x shape {shape_str(x.shape)}, dtype {x.dtype}); "
+            f"check that params and carry fit the input: {err}"
+        ) from err
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise TypeError(f"{cell.name}.step must return (carry, output), got {type(out).__name__}")
+    new_carry = out[0]
+    check_tree_matches(new_carry, carry, f"the carry returned by {cell.name}.step")
+    for got, want in zip(jax.tree_util.tree_leaves(new_carry), jax.tree_util.tree_leaves(carry)):
+        if got.dtype != want.dtype:
+            raise TypeError(
+                f"{cell.name}.step changed a carry leaf's dtype from {want.dtype} to {got.dtype}; cast xs or the "
+                f"params so that the carry keeps its dtype"
+            )
+
+
+def _where_valid(valid: jax.Array, new, old):
+    """Per leaf: ``new`` where ``valid`` (shape ``[*batch]``, broadcast over trailing dims), else ``old``."""
+
+    def pick(n, o):
+        mask = valid.reshape(valid.shape + (1,) * (n.ndim - valid.ndim))
+        return jnp.where(mask, n, o)
+
+    return jax.tree.map(pick, new, old)
+
+
+def scan_cell(step, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1, t_offset=0):
+    """The scan itself, on validated time-major inputs: ``step(params, carry, x)`` over ``xs_tm [T, *batch, D]``.
+
+    ``t_offset`` is the absolute time of ``xs_tm[0]`` (for chunked runs), used only with ``lengths``.
+    Returns ``(final_carry, ys [T, *batch, H])``.
+    """
+    if lengths is None:
+        return lax.scan(lambda c, x: step(params, c, x), carry, xs_tm, reverse=reverse, unroll=unroll)
+
+    def body(c, inputs):
+        t, x = inputs
+        new_c, y = step(params, c, x)
+        valid = t < lengths
+        return _where_valid(valid, new_c, c), _where_valid(valid, y, jnp.zeros_like(y))
+
+    times = t_offset + jnp.arange(xs_tm.shape[0])
+    return lax.scan(body, carry, (times, xs_tm), reverse=reverse, unroll=unroll)
+
+
+def _to_layout(ys_tm: jax.Array, time_major: bool) -> jax.Array:
+    return ys_tm if time_major else jnp.moveaxis(ys_tm, 0, -2)
+
+
+def _check_unroll(unroll) -> None:
+    if isinstance(unroll, bool):
+        return
+    if not isinstance(unroll, int) or unroll < 1:
+        raise ValueError(f"unroll must be a positive int or a bool, got {unroll!r}")
+
+
+def _chunked_scan(
+    step,
+    params,
+    xs_tm,
+    carry,
+    lengths,
+    batch_shape,
+    *,
+    chunk_size,
+    reverse=False,
+    unroll=1,
+    stop_gradient=False,
+    remat=False,
+):
+    """``scan_cell`` over chunks of ``chunk_size`` steps: an outer scan over chunks, an inner one within each.
+
+    ``stop_gradient`` cuts the carry's gradient at every chunk start (truncated BPTT); ``remat`` wraps each chunk
+    in ``jax.checkpoint``, so the backward pass stores one carry per chunk and recomputes the chunk's activations
+    (memory ~ T/K carries + K steps of activations instead of T steps). A ragged last chunk is padded with masked
+    steps, so any T works.
+    """
+    num_steps = xs_tm.shape[0]
+    num_chunks = -(-num_steps // chunk_size)
+    pad = num_chunks * chunk_size - num_steps
+    if pad:
+        xs_tm = jnp.concatenate([xs_tm, jnp.zeros((pad,) + xs_tm.shape[1:], xs_tm.dtype)], axis=0)
+        if lengths is None:
+            lengths = jnp.full(batch_shape, num_steps, jnp.int32)
+    chunks = xs_tm.reshape((num_chunks, chunk_size) + xs_tm.shape[1:])
+
+    def run_chunk(c, inputs):
+        chunk_xs, t_offset = inputs
+        if stop_gradient:
+            c = jax.lax.stop_gradient(c)
+        return scan_cell(step, params, chunk_xs, c, lengths, reverse=reverse, unroll=unroll, t_offset=t_offset)
+
+    if remat:
+        run_chunk = jax.checkpoint(run_chunk)
+    offsets = jnp.arange(num_chunks) * chunk_size
+    final, ys = lax.scan(run_chunk, carry, (chunks, offsets), reverse=reverse)
+    return final, ys.reshape((num_chunks * chunk_size,) + ys.shape[2:])[:num_steps]
+
+
+def _check_chunk(value, name) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def rnn(
+    cell: Cell,
+    params,
+    xs,
+    carry=None,
+    *,
+    lengths=None,
+    reverse: bool = False,
+    time_major: bool = False,
+    unroll: int = 1,
+    checkpoint_every: int | None = None,
+):
+    """Run ``cell`` over the time axis of ``xs``.
+
+    Args:
+      cell: a :class:`~jaxrnn.Cell` (``jaxrnn.elman``, ``jaxrnn.lstm``, ``jaxrnn.gru`` or your own).
+      params: the cell's params, from ``cell.init``.
+      xs: ``[*batch, T, D]`` floating point (``[T, *batch, D]`` with ``time_major=True``).
+      carry: initial state, ``cell.initial_state(params, batch_shape)`` (zeros) when None.
+      lengths: optional ``[*batch]`` integers in ``[0, T]``: valid steps per sequence (right padding).
+      reverse: run from the last step to the first (within each sequence's length, with ``lengths``).
+      time_major: the layout of ``xs`` and of the returned ``ys``.
+      unroll: passed to ``lax.scan``.
+      checkpoint_every: rematerialise in chunks of this many steps: the backward pass keeps one carry per chunk
+        and recomputes activations within it, for long sequences that would not fit otherwise. Same values and
+        gradients; more compute.
+
+    Returns:
+      ``(final_carry, ys)``: the carry after the last (valid) step, and ``ys [*batch, T, H]`` (or time-major), the
+      output at every step, exactly zero past each sequence's length.
+
+    Example::
+
+        params = jaxrnn.lstm.init(jax.random.key(0), 3, 16)
+        carry, ys = jaxrnn.rnn(jaxrnn.lstm, params, xs)          # xs: [B, T, 3] -> ys: [B, T, 16]
+    """
+    _check_unroll(unroll)
+    prep = prepare(cell, params, xs, carry, lengths=lengths, time_major=time_major)
+    if checkpoint_every is None:
+        final, ys = scan_cell(cell.step, params, prep.xs, prep.carry, prep.lengths, reverse=reverse, unroll=unroll)
+    else:
+        _check_chunk(checkpoint_every, "checkpoint_every")
+        final, ys = _chunked_scan(
+            cell.step,
+            params,
+            prep.xs,
+            prep.carry,
+            prep.lengths,
+            prep.batch_shape,
+            chunk_size=checkpoint_every,
+            reverse=reverse,
+            unroll=unroll,
+            remat=True,
+        )
+    return final, _to_layout(ys, time_major)
+
+
+def truncated_rnn(
+    cell: Cell,
+    params,
+    xs,
+    carry=None,
+    *,
+    chunk_size: int,
+    lengths=None,
+    time_major: bool = False,
+    unroll: int = 1,
+):
+    """:func:`rnn` with truncated backpropagation through time.
+
+    The forward pass equals ``rnn(cell, params, xs, carry, lengths=lengths)``. The sequence is cut into chunks of
+    ``chunk_size`` steps (the last one may be shorter); the carry passes from chunk to chunk, but its gradient is
+    stopped at the start of every chunk (the first included), so gradients flow at most ``chunk_size`` steps back
+    and nothing flows into ``carry``. Memory and the backward pass then scale with the chunk, not the sequence.
+    """
+    _check_chunk(chunk_size, "chunk_size")
+    _check_unroll(unroll)
+    prep = prepare(cell, params, xs, carry, lengths=lengths, time_major=time_major)
+    final, ys = _chunked_scan(
+        cell.step,
+        params,
+        prep.xs,
+        prep.carry,
+        prep.lengths,
+        prep.batch_shape,
+        chunk_size=chunk_size,
+        unroll=unroll,
+        stop_gradient=True,
+    )
+    return final, _to_layout(ys, time_major)

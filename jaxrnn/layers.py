@@ -1,0 +1,106 @@
+"""Feed-forward pieces around the recurrent core: a dense readout, an embedding lookup, dropout.
+
+Each is a :class:`Module` ``(init, apply)`` of pure functions, like the cells::
+
+    head = jaxrnn.dense.init(key, hidden_size, num_classes)       # DenseParams(w [H, C], b [C])
+    logits = jaxrnn.dense.apply(head, ys)                         # [*batch, H] -> [*batch, C]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn._checks import as_float_array, is_concrete, shape_str
+from jaxrnn.cells.base import default_dtype
+
+__all__ = ["DenseParams", "EmbeddingParams", "Module", "dense", "dropout", "embedding"]
+
+
+class Module(NamedTuple):
+    """A parameterised function as a pair of pure functions."""
+
+    init: Callable
+    apply: Callable
+
+
+class DenseParams(NamedTuple):
+    w: jax.Array  # [in, out]
+    b: jax.Array  # [out]
+
+
+class EmbeddingParams(NamedTuple):
+    table: jax.Array  # [vocab_size, features]
+
+
+def _positive(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def dense_init(key, input_size: int, output_size: int, *, dtype=None, init: str = "glorot") -> DenseParams:
+    """``w [in, out]`` (Glorot-uniform, or ``init="he"`` for ReLU, ``"lecun"``), ``b`` zeros."""
+    _positive(input_size, "input_size")
+    _positive(output_size, "output_size")
+    makers = {
+        "glorot": jax.nn.initializers.glorot_uniform(),
+        "he": jax.nn.initializers.he_normal(),
+        "lecun": jax.nn.initializers.lecun_normal(),
+    }
+    if init not in makers:
+        raise ValueError(f"init must be one of {sorted(makers)}, got {init!r}")
+    dtype = default_dtype(dtype)
+    return DenseParams(w=makers[init](key, (input_size, output_size), dtype), b=jnp.zeros((output_size,), dtype))
+
+
+def dense_apply(params: DenseParams, x) -> jax.Array:
+    """``x w + b``: ``[*batch, in] -> [*batch, out]``."""
+    x = as_float_array(x, "x", min_rank=1)
+    if x.shape[-1] != params.w.shape[0]:
+        raise ValueError(
+            f"x has {x.shape[-1]} features (shape {shape_str(x.shape)}), dense params expect {params.w.shape[0]}"
+        )
+    return x @ params.w + params.b
+
+
+def embedding_init(key, vocab_size: int, features: int, *, dtype=None) -> EmbeddingParams:
+    """``table [vocab_size, features]`` drawn from N(0, 1) (PyTorch's and Flax's default)."""
+    _positive(vocab_size, "vocab_size")
+    _positive(features, "features")
+    return EmbeddingParams(table=jax.random.normal(key, (vocab_size, features), default_dtype(dtype)))
+
+
+def embedding_apply(params: EmbeddingParams, ids) -> jax.Array:
+    """Look up rows: ``ids [*batch]`` integers in ``[0, vocab_size)`` -> ``[*batch, features]``.
+
+    Concrete ids out of range raise ``ValueError``; under ``jit`` they give NaN rows (``mode="fill"``), which the
+    training step's non-finite guard catches, rather than a silently clamped row.
+    """
+    if not hasattr(ids, "dtype"):
+        ids = np.asarray(ids)
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise TypeError(f"ids must be integer token ids, got dtype {ids.dtype}")
+    vocab = params.table.shape[0]
+    if is_concrete(ids) and np.size(ids):
+        lo, hi = int(np.min(ids)), int(np.max(ids))
+        if lo < 0 or hi >= vocab:
+            raise ValueError(f"ids must lie in [0, {vocab}) (the vocabulary size), got values in [{lo}, {hi}]")
+    return jnp.take(params.table, jnp.asarray(ids), axis=0, mode="fill", fill_value=jnp.nan)
+
+
+def dropout(key, x: jax.Array, rate: float) -> jax.Array:
+    """Inverted dropout: zero each element with probability ``rate``, scale the rest by ``1 / (1 - rate)``."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"rate must lie in [0, 1), got {rate!r}")
+    if rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+dense = Module(init=dense_init, apply=dense_apply)
+embedding = Module(init=embedding_init, apply=embedding_apply)

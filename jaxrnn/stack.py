@@ -1,0 +1,194 @@
+"""Multi-layer and bidirectional recurrent layers over any cell, with dropout between layers and variational
+recurrent dropout.
+
+``stack(cell, num_layers, bidirectional=..., merge=...)`` returns a :class:`Layer` ``(init, apply)``. Its params
+are a tuple with one entry per layer: the cell's params, or ``Bidirectional(forward, backward)``. Its carry has the
+same shape: one cell carry per layer (per direction). Layer ``k > 0`` reads the (merged) outputs of layer
+``k − 1``: ``H`` features for ``merge="sum"``, ``2H`` for ``"concat"``, as in PyTorch and Keras.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._checks import as_float_array
+from jaxrnn.cells.base import Cell
+from jaxrnn.driver import rnn
+from jaxrnn.layers import dropout as apply_dropout
+
+__all__ = ["Bidirectional", "Layer", "stack"]
+
+MERGES = ("concat", "sum")
+
+
+class Bidirectional(NamedTuple):
+    """A pair for the two directions of a layer: params, or carries."""
+
+    forward: Any
+    backward: Any
+
+
+class Layer(NamedTuple):
+    """A recurrent layer made by :func:`stack`: ``init``/``apply`` plus the configuration they close over."""
+
+    init: Callable
+    apply: Callable
+    cell: Cell
+    num_layers: int
+    bidirectional: bool
+    merge: str
+    dropout: float
+    recurrent_dropout: float
+
+    def __repr__(self) -> str:
+        return (
+            f"Layer({self.cell.name}, num_layers={self.num_layers}, bidirectional={self.bidirectional}, "
+            f"merge={self.merge!r}, dropout={self.dropout}, recurrent_dropout={self.recurrent_dropout})"
+        )
+
+
+def _mask_h(carry, mask):
+    if isinstance(carry, jax.Array):
+        return carry * mask
+    if hasattr(carry, "_replace") and hasattr(carry, "h"):
+        return carry._replace(h=carry.h * mask)
+    raise TypeError(f"recurrent_dropout needs a carry that is an array or has an `h` field, got {type(carry).__name__}")
+
+
+def _hidden_of(carry) -> jax.Array:
+    return carry if isinstance(carry, jax.Array) else carry.h
+
+
+def _with_recurrent_dropout(cell: Cell, mask: jax.Array) -> Cell:
+    """The cell with a fixed dropout mask on the recurrent input ``h`` (Gal & Ghahramani 2016): the same mask at
+    every step; the stored carry stays undropped, as in Keras."""
+
+    def step(params, carry, x):
+        return cell.step(params, _mask_h(carry, mask), x)
+
+    return cell._replace(step=step)
+
+
+def stack(
+    cell: Cell,
+    num_layers: int = 1,
+    *,
+    bidirectional: bool = False,
+    merge: str = "concat",
+    dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+) -> Layer:
+    """A ``num_layers``-deep (optionally bidirectional) recurrent layer of ``cell``.
+
+    Args:
+      cell: any :class:`~jaxrnn.Cell`.
+      num_layers: depth.
+      bidirectional: run a second, reversed copy of each layer and merge the two outputs.
+      merge: ``"concat"`` (``[.., 2H]``) or ``"sum"`` (``[.., H]``) for the two directions.
+      dropout: inverted dropout on each layer's outputs before the next layer (not after the last), with
+        ``train=True``.
+      recurrent_dropout: variational dropout of the recurrent input ``h``: one mask per sequence and layer,
+        the same at every step, with ``train=True``.
+
+    Returns:
+      ``Layer``: ``layer.init(key, input_size, hidden_size, *, dtype=None, **cell_options)`` and
+      ``layer.apply(params, xs, carry=None, *, lengths=None, time_major=False, key=None, train=False)
+      -> (final_carry, ys)``, ``ys [*batch, T, H or 2H]``.
+    """
+    if not isinstance(cell, Cell):
+        raise TypeError(f"cell must be a jaxrnn.Cell, got {type(cell).__name__}")
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+    if merge not in MERGES:
+        raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
+    for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"{name} must lie in [0, 1), got {rate!r}")
+    width = 2 if bidirectional and merge == "concat" else 1
+
+    def init(key, input_size: int, hidden_size: int, *, dtype=None, **cell_options):
+        keys = jax.random.split(key, num_layers)
+        layers = []
+        for k, layer_key in enumerate(keys):
+            size_in = input_size if k == 0 else width * hidden_size
+            if bidirectional:
+                k_f, k_b = jax.random.split(layer_key)
+                layers.append(
+                    Bidirectional(
+                        cell.init(k_f, size_in, hidden_size, dtype=dtype, **cell_options),
+                        cell.init(k_b, size_in, hidden_size, dtype=dtype, **cell_options),
+                    )
+                )
+            else:
+                layers.append(cell.init(layer_key, size_in, hidden_size, dtype=dtype, **cell_options))
+        return tuple(layers)
+
+    def _check_params(params):
+        if not isinstance(params, tuple) or isinstance(params, Bidirectional) or len(params) != num_layers:
+            raise TypeError(
+                f"params must be a tuple of {num_layers} per-layer entries (from layer.init), got "
+                f"{type(params).__name__}" + (f" of length {len(params)}" if isinstance(params, tuple) else "")
+            )
+        for k, entry in enumerate(params):
+            if bidirectional != isinstance(entry, Bidirectional):
+                want = "Bidirectional(forward, backward)" if bidirectional else f"{cell.name} params"
+                raise TypeError(f"params[{k}] must be {want}, got {type(entry).__name__}")
+
+    def _one_direction(params, xs, carry, lengths, time_major, reverse, key, batch_shape):
+        run_cell = cell
+        if key is not None:
+            h0 = _hidden_of(carry if carry is not None else cell.initial_state(params, batch_shape))
+            keep = jax.random.bernoulli(key, 1.0 - recurrent_dropout, h0.shape)
+            run_cell = _with_recurrent_dropout(cell, keep.astype(h0.dtype) / (1.0 - recurrent_dropout))
+        return rnn(run_cell, params, xs, carry, lengths=lengths, reverse=reverse, time_major=time_major)
+
+    def apply(params, xs, carry=None, *, lengths=None, time_major: bool = False, key=None, train: bool = False):
+        _check_params(params)
+        layout = "[time, *batch, features]" if time_major else "[*batch, time, features]"
+        xs = as_float_array(xs, "xs", min_rank=2, layout=layout)
+        batch_shape = tuple(xs.shape[1:-1] if time_major else xs.shape[:-2])
+        if carry is not None and (not isinstance(carry, tuple) or len(carry) != num_layers):
+            raise ValueError(f"carry must be a tuple of {num_layers} per-layer carries, got {type(carry).__name__}")
+        use_dropout = train and (dropout > 0.0 or recurrent_dropout > 0.0)
+        if use_dropout and key is None:
+            raise ValueError("train=True with dropout or recurrent_dropout needs a PRNG key: apply(..., key=key)")
+        keys = jax.random.split(key, 3 * num_layers) if use_dropout else None
+        rec_key = (lambda i: keys[i]) if use_dropout and recurrent_dropout > 0.0 else (lambda i: None)
+
+        finals, ys = [], xs
+        for k, layer_params in enumerate(params):
+            layer_carry = None if carry is None else carry[k]
+            if bidirectional:
+                fwd_carry = None if layer_carry is None else layer_carry.forward
+                bwd_carry = None if layer_carry is None else layer_carry.backward
+                f_final, f_ys = _one_direction(
+                    layer_params.forward, ys, fwd_carry, lengths, time_major, False, rec_key(3 * k), batch_shape
+                )
+                b_final, b_ys = _one_direction(
+                    layer_params.backward, ys, bwd_carry, lengths, time_major, True, rec_key(3 * k + 1), batch_shape
+                )
+                finals.append(Bidirectional(f_final, b_final))
+                ys = jnp.concatenate([f_ys, b_ys], axis=-1) if merge == "concat" else f_ys + b_ys
+            else:
+                final, ys = _one_direction(
+                    layer_params, ys, layer_carry, lengths, time_major, False, rec_key(3 * k), batch_shape
+                )
+                finals.append(final)
+            if use_dropout and dropout > 0.0 and k < num_layers - 1:
+                ys = apply_dropout(keys[3 * k + 2], ys, dropout)
+        return tuple(finals), ys
+
+    return Layer(
+        init=init,
+        apply=apply,
+        cell=cell,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        merge=merge,
+        dropout=dropout,
+        recurrent_dropout=recurrent_dropout,
+    )
