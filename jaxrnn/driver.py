@@ -208,6 +208,24 @@ def _check_chunk(value, name) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+GRAD_MODES = ("autodiff", "analytic")
+
+
+def _check_grad(cell, grad) -> bool:
+    """Validate ``rnn``'s ``grad`` option; True when the analytic fast path applies."""
+    if grad is not None and grad not in GRAD_MODES:
+        raise ValueError(f"grad must be one of {GRAD_MODES} or None, got {grad!r}")
+    _check_cell(cell)
+    from jaxrnn.fastpath import has_rule
+
+    if grad == "analytic" and not has_rule(cell):
+        raise ValueError(
+            f"grad='analytic' needs a built-in cell (jaxrnn.elman, jaxrnn.lstm, jaxrnn.gru), got {cell.name!r}; "
+            f"your own cells are differentiated by autodiff: pass grad='autodiff' or leave grad=None"
+        )
+    return grad == "analytic" or (grad is None and has_rule(cell))
+
+
 def rnn(
     cell: Cell,
     params,
@@ -219,6 +237,7 @@ def rnn(
     time_major: bool = False,
     unroll: int = 1,
     checkpoint_every: int | None = None,
+    grad: str | None = None,
 ):
     """Run ``cell`` over the time axis of ``xs``.
 
@@ -234,6 +253,13 @@ def rnn(
       checkpoint_every: rematerialise in chunks of this many steps: the backward pass keeps one carry per chunk
         and recomputes activations within it, for long sequences that would not fit otherwise. Same values and
         gradients; more compute.
+      grad: how reverse-mode gradients are computed: ``"autodiff"`` (JAX differentiates the ``lax.scan``) or
+        ``"analytic"`` (the built-in cells' hand-derived BPTT as a ``jax.custom_vjp``, :mod:`jaxrnn.fastpath`,
+        which forms ``dW_x`` and ``dW_h`` as one matmul each after the backward loop). ``None`` picks
+        ``"analytic"`` for the built-in cells and ``"autodiff"`` for user cells. Same values either way. The
+        analytic path does not support forward mode (``jax.jvp``, ``jacfwd``, ``hessian``): pass
+        ``grad="autodiff"`` for those. With ``checkpoint_every`` the analytic path is not used (autodiff through
+        the rematerialised chunks). ``grad="analytic"`` on a user cell raises ``ValueError``.
 
     Returns:
       ``(final_carry, ys)``: the carry after the last (valid) step, and ``ys [*batch, T, H]`` (or time-major), the
@@ -245,8 +271,13 @@ def rnn(
         carry, ys = jaxrnn.rnn(jaxrnn.lstm, params, xs)          # xs: [B, T, 3] -> ys: [B, T, 16]
     """
     _check_unroll(unroll)
+    use_analytic = _check_grad(cell, grad)
     prep = prepare(cell, params, xs, carry, lengths=lengths, time_major=time_major)
-    if checkpoint_every is None:
+    if checkpoint_every is None and use_analytic:
+        from jaxrnn.fastpath import analytic_scan
+
+        final, ys = analytic_scan(cell, params, prep.xs, prep.carry, prep.lengths, reverse=reverse, unroll=unroll)
+    elif checkpoint_every is None:
         final, ys = scan_cell(cell.step, params, prep.xs, prep.carry, prep.lengths, reverse=reverse, unroll=unroll)
     else:
         _check_chunk(checkpoint_every, "checkpoint_every")

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._checks import as_float_array, is_concrete, shape_str
-from jaxrnn.cells.base import default_dtype
+from jaxrnn.cells.base import add_bias, default_dtype, init_dtype
 
 __all__ = ["DenseParams", "EmbeddingParams", "Module", "dense", "dropout", "embedding"]
 
@@ -54,7 +54,8 @@ def dense_init(key, input_size: int, output_size: int, *, dtype=None, init: str 
     if init not in makers:
         raise ValueError(f"init must be one of {sorted(makers)}, got {init!r}")
     dtype = default_dtype(dtype)
-    return DenseParams(w=makers[init](key, (input_size, output_size), dtype), b=jnp.zeros((output_size,), dtype))
+    w = makers[init](key, (input_size, output_size), init_dtype(dtype)).astype(dtype)
+    return DenseParams(w=w, b=jnp.zeros((output_size,), dtype))
 
 
 def dense_apply(params: DenseParams, x) -> jax.Array:
@@ -64,14 +65,15 @@ def dense_apply(params: DenseParams, x) -> jax.Array:
         raise ValueError(
             f"x has {x.shape[-1]} features (shape {shape_str(x.shape)}), dense params expect {params.w.shape[0]}"
         )
-    return x @ params.w + params.b
+    return add_bias(x @ params.w, params.b)
 
 
 def embedding_init(key, vocab_size: int, features: int, *, dtype=None) -> EmbeddingParams:
     """``table [vocab_size, features]`` drawn from N(0, 1) (PyTorch's and Flax's default)."""
     _positive(vocab_size, "vocab_size")
     _positive(features, "features")
-    return EmbeddingParams(table=jax.random.normal(key, (vocab_size, features), default_dtype(dtype)))
+    dtype = default_dtype(dtype)
+    return EmbeddingParams(table=jax.random.normal(key, (vocab_size, features), init_dtype(dtype)).astype(dtype))
 
 
 def embedding_apply(params: EmbeddingParams, ids) -> jax.Array:

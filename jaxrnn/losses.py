@@ -18,7 +18,7 @@ __all__ = ["last_valid", "masked_mean", "sequence_cross_entropy", "sequence_mask
 def sequence_mask(lengths, num_steps: int, *, time_major: bool = False) -> jax.Array:
     """Boolean ``[*batch, T]`` (``[T, *batch]`` time-major): True at valid steps."""
     lengths = jnp.asarray(lengths)
-    mask = jnp.arange(num_steps) < lengths[..., None]
+    mask = jnp.arange(num_steps).reshape((1,) * lengths.ndim + (num_steps,)) < lengths[..., None]
     return jnp.moveaxis(mask, -1, 0) if time_major else mask
 
 

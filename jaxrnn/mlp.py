@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from jaxrnn._checks import as_float_array, shape_str
 from jaxrnn._pytree import static_fields
+from jaxrnn.cells.base import add_bias
 from jaxrnn.layers import DenseParams, dense_init
 
 __all__ = ["ACTIVATIONS", "MLPParams", "apply", "hidden_activations", "init"]
@@ -58,7 +59,7 @@ def hidden_activations(params: MLPParams, x) -> list[jax.Array]:
     act = ACTIVATIONS[params.activation]
     activations = [x.astype(params.layers[0].w.dtype)]
     for layer in params.layers[:-1]:
-        activations.append(act(activations[-1] @ layer.w + layer.b))
+        activations.append(act(add_bias(activations[-1] @ layer.w, layer.b)))
     return activations
 
 
@@ -66,4 +67,4 @@ def apply(params: MLPParams, x) -> jax.Array:
     """Logits ``[*batch, out]`` for inputs ``x [*batch, in]``."""
     last = params.layers[-1] if isinstance(params, MLPParams) else None
     hidden = hidden_activations(params, x)[-1]
-    return hidden @ last.w + last.b
+    return add_bias(hidden @ last.w, last.b)

@@ -23,7 +23,15 @@ import numpy as np
 
 from jaxrnn._checks import shape_str
 
-__all__ = ["Cell", "default_dtype", "fused_input_init", "fused_recurrent_init", "check_fused_params"]
+__all__ = [
+    "Cell",
+    "add_bias",
+    "default_dtype",
+    "init_dtype",
+    "fused_input_init",
+    "fused_recurrent_init",
+    "check_fused_params",
+]
 
 
 class Cell(NamedTuple):
@@ -48,6 +56,11 @@ class Cell(NamedTuple):
         return f"Cell({self.name})"
 
 
+def add_bias(z: jax.Array, b: jax.Array) -> jax.Array:
+    """``z [*batch, F] + b [F]`` with the broadcast spelled out (works under ``jax_numpy_rank_promotion="raise"``)."""
+    return z + jnp.expand_dims(b, tuple(range(z.ndim - 1)))
+
+
 def default_dtype(dtype=None) -> np.dtype:
     """``dtype`` if given (must be floating), else float64 under ``jax_enable_x64`` and float32 otherwise."""
     if dtype is None:
@@ -56,6 +69,11 @@ def default_dtype(dtype=None) -> np.dtype:
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
     return dtype
+
+
+def init_dtype(dtype) -> np.dtype:
+    """The dtype to draw initial values in: float32 for half-precision dtypes (no QR in bfloat16), else ``dtype``."""
+    return jnp.dtype(jnp.float32) if jnp.dtype(dtype).itemsize < 4 else jnp.dtype(dtype)
 
 
 def _check_size(value, name: str) -> int:
@@ -68,15 +86,16 @@ def fused_input_init(key, input_size: int, hidden_size: int, gates: int, dtype) 
     """Glorot-uniform ``[D, G*H]`` input kernel (the Keras default, fan computed on the fused matrix)."""
     _check_size(input_size, "input_size")
     _check_size(hidden_size, "hidden_size")
-    return jax.nn.initializers.glorot_uniform()(key, (input_size, gates * hidden_size), dtype)
+    w = jax.nn.initializers.glorot_uniform()(key, (input_size, gates * hidden_size), init_dtype(dtype))
+    return w.astype(dtype)
 
 
 def fused_recurrent_init(key, hidden_size: int, gates: int, dtype) -> jax.Array:
     """``[H, G*H]`` recurrent kernel: one orthogonal ``[H, H]`` block per gate (Flax's choice; Keras
     orthogonalises the fused matrix, which for G > 1 leaves each gate's block only approximately orthogonal)."""
     keys = jax.random.split(key, gates)
-    blocks = [jax.nn.initializers.orthogonal()(k, (hidden_size, hidden_size), dtype) for k in keys]
-    return jnp.concatenate(blocks, axis=1)
+    blocks = [jax.nn.initializers.orthogonal()(k, (hidden_size, hidden_size), init_dtype(dtype)) for k in keys]
+    return jnp.concatenate(blocks, axis=1).astype(dtype)
 
 
 def check_fused_params(params, cls: type, gates: int, cell_name: str, extra: dict[str, str] | None = None):

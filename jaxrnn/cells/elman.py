@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._pytree import static_fields
-from jaxrnn.cells.base import Cell, check_fused_params, default_dtype, fused_input_init, fused_recurrent_init
+from jaxrnn.cells.base import Cell, add_bias, check_fused_params, default_dtype, fused_input_init, fused_recurrent_init
 
 __all__ = ["ACTIVATIONS", "ElmanParams", "cell", "init", "initial_state", "sizes", "step"]
 
@@ -60,7 +60,7 @@ def initial_state(params: ElmanParams, batch_shape=()) -> jax.Array:
 
 def step(params: ElmanParams, carry: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One step: ``h' = act(x w_x + h w_h + b)``; returns ``(h', h')``."""
-    h = ACTIVATIONS[params.activation](x @ params.w_x + carry @ params.w_h + params.b)
+    h = ACTIVATIONS[params.activation](add_bias(x @ params.w_x + carry @ params.w_h, params.b))
     return h, h
 
 

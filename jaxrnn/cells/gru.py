@@ -17,7 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells.base import Cell, check_fused_params, default_dtype, fused_input_init, fused_recurrent_init
+from jaxrnn.cells.base import Cell, add_bias, check_fused_params, default_dtype, fused_input_init, fused_recurrent_init
 
 __all__ = ["GRUGates", "GRUParams", "cell", "gates", "init", "initial_state", "sizes", "step"]
 
@@ -61,11 +61,11 @@ def initial_state(params: GRUParams, batch_shape=()) -> jax.Array:
 
 def gates(params: GRUParams, carry: jax.Array, x: jax.Array) -> GRUGates:
     """The gate activations of one step."""
-    a_r, a_z, a_n = jnp.split(x @ params.w_x + params.b, 3, axis=-1)
+    a_r, a_z, a_n = jnp.split(add_bias(x @ params.w_x, params.b), 3, axis=-1)
     u_r, u_z, u_n = jnp.split(carry @ params.w_h, 3, axis=-1)
     r = jax.nn.sigmoid(a_r + u_r)
     z = jax.nn.sigmoid(a_z + u_z)
-    n = jnp.tanh(a_n + r * (u_n + params.b_hn))
+    n = jnp.tanh(a_n + r * add_bias(u_n, params.b_hn))
     return GRUGates(r=r, z=z, n=n)
 
 

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells.base import Cell, check_fused_params, default_dtype, fused_input_init, fused_recurrent_init
+from jaxrnn.cells.base import Cell, add_bias, check_fused_params, default_dtype, fused_input_init, fused_recurrent_init
 
 __all__ = ["LSTMGates", "LSTMParams", "LSTMState", "cell", "gates", "init", "initial_state", "sizes", "step"]
 
@@ -71,7 +71,7 @@ def initial_state(params: LSTMParams, batch_shape=()) -> LSTMState:
 
 def gates(params: LSTMParams, carry: LSTMState, x: jax.Array) -> LSTMGates:
     """The gate activations of one step (the seed's walk-through, as arrays)."""
-    z = x @ params.w_x + carry.h @ params.w_h + params.b
+    z = add_bias(x @ params.w_x + carry.h @ params.w_h, params.b)
     z_i, z_f, z_g, z_o = jnp.split(z, 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jnp.tanh(z_g), jax.nn.sigmoid(z_o)
     return LSTMGates(i=i, f=f, g=g, o=o, c=f * carry.c + i * g)

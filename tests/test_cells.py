@@ -1,0 +1,115 @@
+"""The built-in cells: equations, gate order, initialisation, params validation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import make
+
+import jaxrnn
+
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def numpy_params(params):
+    return {f: np.asarray(getattr(params, f), np.float64) for f in ("w_x", "w_h", "b", "b_hn") if hasattr(params, f)}
+
+
+def test_lstm_step_gate_by_gate():
+    _, params = make("lstm", 3, 4)
+    p = numpy_params(params)
+    x, h, c = np.random.default_rng(0).normal(size=(3, 2, 4))[0][:, :3], np.full((2, 4), 0.3), np.full((2, 4), -0.2)
+    z = x @ p["w_x"] + h @ p["w_h"] + p["b"]
+    i, f, g, o = sigmoid(z[:, :4]), sigmoid(z[:, 4:8]), np.tanh(z[:, 8:12]), sigmoid(z[:, 12:])
+    c_new = f * c + i * g
+    state, out = jaxrnn.lstm.step(
+        params, jaxrnn.LSTMState(jnp.asarray(h, jnp.float32), jnp.asarray(c, jnp.float32)), jnp.asarray(x, jnp.float32)
+    )
+    np.testing.assert_allclose(state.c, c_new, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, o * np.tanh(c_new), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state.h, out)
+
+
+def test_gru_step_reset_after():
+    _, params = make("gru", 3, 4)
+    p = numpy_params(params)
+    rng = np.random.default_rng(1)
+    x, h = rng.normal(size=(2, 3)), rng.normal(size=(2, 4))
+    a, u = x @ p["w_x"] + p["b"], h @ p["w_h"]
+    r, z = sigmoid(a[:, :4] + u[:, :4]), sigmoid(a[:, 4:8] + u[:, 4:8])
+    n = np.tanh(a[:, 8:] + r * (u[:, 8:] + p["b_hn"]))
+    new, out = jaxrnn.gru.step(params, jnp.asarray(h, jnp.float32), jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(new, (1 - z) * n + z * h, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation, fn", [("tanh", np.tanh), ("relu", lambda v: np.maximum(v, 0))])
+def test_elman_step(activation, fn):
+    _, params = make("elman" if activation == "tanh" else "elman_relu", 3, 4)
+    p = numpy_params(params)
+    x, h = np.ones((3,)), np.linspace(-1, 1, 4)
+    new, out = jaxrnn.elman.step(params, jnp.asarray(h, jnp.float32), jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(new, fn(x @ p["w_x"] + h @ p["w_h"] + p["b"]), rtol=1e-5, atol=1e-6)
+    assert params.activation == activation
+
+
+def test_step_accepts_any_leading_batch_dims():
+    _, params = make("lstm", 3, 4)
+    x = jax.random.normal(jax.random.key(0), (2, 5, 3))
+    carry = jaxrnn.lstm.initial_state(params, (2, 5))
+    _, out = jaxrnn.lstm.step(params, carry, x)
+    _, out_one = jaxrnn.lstm.step(params, jaxrnn.lstm.initial_state(params), x[1, 2])
+    assert out.shape == (2, 5, 4)
+    np.testing.assert_allclose(out[1, 2], out_one, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "cell, gates", [(jaxrnn.elman, 1), (jaxrnn.lstm, 4), (jaxrnn.gru, 3)], ids=["elman", "lstm", "gru"]
+)
+def test_init_layout_and_scheme(cell, gates):
+    params = cell.init(jax.random.key(0), 16, 8)
+    assert params.w_x.shape == (16, gates * 8) and params.w_h.shape == (8, gates * 8) and params.b.shape == (gates * 8,)
+    assert cell.sizes(params) == (16, 8)
+    for k in range(gates):  # each gate's recurrent block is orthogonal
+        block = np.asarray(params.w_h[:, k * 8 : (k + 1) * 8], np.float64)
+        np.testing.assert_allclose(block.T @ block, np.eye(8), atol=1e-5)
+    bound = np.sqrt(6 / (16 + gates * 8))
+    assert np.abs(params.w_x).max() <= bound + 1e-7
+    carry = cell.initial_state(params, (3,))
+    assert all(leaf.shape == (3, 8) and not np.any(leaf) for leaf in jax.tree_util.tree_leaves(carry))
+
+
+def test_lstm_forget_bias():
+    b = jaxrnn.lstm.init(jax.random.key(0), 2, 3).b
+    np.testing.assert_array_equal(b, [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    assert not np.any(jaxrnn.lstm.init(jax.random.key(0), 2, 3, forget_bias=0.0).b)
+
+
+def test_dtype_follows_x64_and_can_be_given():
+    assert jaxrnn.gru.init(jax.random.key(0), 2, 3).w_x.dtype == jnp.float32
+    assert jaxrnn.gru.init(jax.random.key(0), 2, 3, dtype=jnp.bfloat16).w_h.dtype == jnp.bfloat16
+    with jax.enable_x64(True):
+        assert jaxrnn.lstm.init(jax.random.key(0), 2, 3).w_x.dtype == jnp.float64
+
+
+def test_init_errors():
+    with pytest.raises(ValueError, match="activation must be one of"):
+        jaxrnn.elman.init(jax.random.key(0), 2, 3, activation="sigmoid")
+    with pytest.raises(ValueError, match="hidden_size must be a positive integer, got 0"):
+        jaxrnn.lstm.init(jax.random.key(0), 2, 0)
+    with pytest.raises(ValueError, match="input_size must be a positive integer"):
+        jaxrnn.gru.init(jax.random.key(0), 2.5, 3)
+    with pytest.raises(TypeError, match="dtype must be a floating-point dtype, got int32"):
+        jaxrnn.lstm.init(jax.random.key(0), 2, 3, dtype=jnp.int32)
+    with pytest.raises(TypeError, match="forget_bias"):
+        jaxrnn.gru.init(jax.random.key(0), 2, 3, forget_bias=1.0)
+
+
+def test_elman_params_with_static_activation_are_a_pytree():
+    params = jaxrnn.elman.init(jax.random.key(0), 2, 3, activation="relu")
+    assert len(jax.tree_util.tree_leaves(params)) == 3
+    doubled = jax.tree.map(lambda v: 2 * v, params)
+    assert isinstance(doubled, jaxrnn.ElmanParams) and doubled.activation == "relu"
+    tanh_params = params._replace(activation="tanh")
+    assert jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(tanh_params)

@@ -1,0 +1,247 @@
+"""jaxrnn.rnn / truncated_rnn: the driver against plain loops, single sequences, unpadded and flipped runs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import CELLS, assert_trees_close, loop_rnn, make
+
+import jaxrnn
+
+NAMES = sorted(CELLS)
+
+
+def random_xs(shape, seed=1):
+    return jax.random.normal(jax.random.key(seed), shape)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("time_major", [False, True])
+def test_scan_matches_python_loop(name, time_major):
+    cell, params = make(name)
+    xs = random_xs((4, 6, 3))
+    carry0 = jax.tree.map(lambda z: z + 0.1, cell.initial_state(params, (4,)))
+    xs_in = jnp.swapaxes(xs, 0, 1) if time_major else xs
+    final, ys = jaxrnn.rnn(cell, params, xs_in, carry0, time_major=time_major)
+    ref_final, ref_ys = loop_rnn(cell, params, jnp.swapaxes(xs, 0, 1), carry0)
+    assert ys.shape == ((6, 4, 5) if time_major else (4, 6, 5))
+    assert_trees_close(final, ref_final)
+    assert_trees_close(ys if time_major else jnp.swapaxes(ys, 0, 1), ref_ys)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_jit_matches_eager(name):
+    cell, params = make(name)
+    xs, lengths = random_xs((3, 5, 3)), jnp.array([5, 2, 0])
+    eager = jaxrnn.rnn(cell, params, xs, lengths=lengths, reverse=True)
+    jitted = jax.jit(lambda p, x, n: jaxrnn.rnn(cell, p, x, lengths=n, reverse=True))(params, xs, lengths)
+    assert_trees_close(eager, jitted)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batch_equals_each_sequence_alone(name):
+    cell, params = make(name)
+    xs = random_xs((3, 7, 3))
+    final, ys = jaxrnn.rnn(cell, params, xs)
+    for i in range(3):
+        final_i, ys_i = jaxrnn.rnn(cell, params, xs[i])  # rank 2: [T, D], no batch dims
+        assert_trees_close(jax.tree.map(lambda z: z[i], final), final_i)
+        assert_trees_close(ys[i], ys_i)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_multiple_batch_dims(name):
+    cell, params = make(name)
+    xs = random_xs((2, 3, 4, 3))
+    final, ys = jaxrnn.rnn(cell, params, xs)
+    flat_final, flat_ys = jaxrnn.rnn(cell, params, xs.reshape(6, 4, 3))
+    assert ys.shape == (2, 3, 4, 5)
+    assert_trees_close(ys.reshape(6, 4, 5), flat_ys)
+    assert_trees_close(jax.tree.map(lambda z: z.reshape(6, 5), final), flat_final)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_padded_equals_unpadded(name, reverse):
+    cell, params = make(name)
+    xs, lengths = random_xs((4, 6, 3)), [6, 3, 1, 0]
+    carry0 = jax.tree.map(lambda z: z + 0.2, cell.initial_state(params, (4,)))
+    final, ys = jaxrnn.rnn(cell, params, xs, carry0, lengths=jnp.array(lengths), reverse=reverse)
+    for i, n in enumerate(lengths):
+        carry_i = jax.tree.map(lambda z: z[i], carry0)
+        if n == 0:
+            ref_final, ref_ys = carry_i, jnp.zeros((0, 5))
+        else:
+            ref_final, ref_ys = jaxrnn.rnn(cell, params, xs[i, :n], carry_i, reverse=reverse)
+        assert_trees_close(jax.tree.map(lambda z: z[i], final), ref_final)
+        assert_trees_close(ys[i, :n], ref_ys)
+        assert np.all(np.asarray(ys[i, n:]) == 0.0), "outputs past a sequence's length must be exactly zero"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reverse_equals_flipped_input(name):
+    cell, params = make(name)
+    xs = random_xs((2, 5, 3))
+    final, ys = jaxrnn.rnn(cell, params, xs, reverse=True)
+    ref_final, ref_ys = jaxrnn.rnn(cell, params, xs[:, ::-1])
+    assert_trees_close(final, ref_final)
+    assert_trees_close(ys, ref_ys[:, ::-1])
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_checkpoint_every_same_values_and_gradients(name, reverse):
+    cell, params = make(name)
+    xs, lengths = random_xs((3, 11, 3)), jnp.array([11, 7, 4])
+
+    def loss(p, **kw):
+        final, ys = jaxrnn.rnn(cell, p, xs, lengths=lengths, reverse=reverse, **kw)
+        return jnp.sum(ys**2) + jnp.sum(jax.tree_util.tree_leaves(final)[0])
+
+    assert_trees_close(loss(params), loss(params, checkpoint_every=4), rtol=1e-6)
+    assert_trees_close(jax.grad(loss)(params), jax.grad(lambda p: loss(p, checkpoint_every=4))(params), rtol=1e-5)
+
+
+def test_truncated_rnn_forward_equals_rnn_and_cuts_gradients():
+    cell, params = make("lstm")
+    xs, lengths = random_xs((2, 10, 3)), jnp.array([10, 6])
+    carry0 = jax.tree.map(lambda z: z + 0.3, cell.initial_state(params, (2,)))
+    assert_trees_close(
+        jaxrnn.truncated_rnn(cell, params, xs, carry0, chunk_size=4, lengths=lengths),
+        jaxrnn.rnn(cell, params, xs, carry0, lengths=lengths),
+    )
+
+    def last_output(x, c, chunk):
+        return jnp.sum(jaxrnn.truncated_rnn(cell, params, x, c, chunk_size=chunk)[1][:, -1])
+
+    dx, dc = jax.grad(last_output, argnums=(0, 1))(xs, carry0, 4)
+    # Steps 8..9 form the last chunk: the last output sees nothing before step 8, nor the initial carry.
+    assert np.all(np.asarray(dx[:, :8]) == 0.0) and np.any(np.asarray(dx[:, 8:]) != 0.0)
+    assert all(np.all(np.asarray(leaf) == 0.0) for leaf in jax.tree_util.tree_leaves(dc))
+    dx_full = jax.grad(last_output)(xs, carry0, 10)
+    assert np.any(np.asarray(dx_full[:, :8]) != 0.0)
+
+
+def test_user_cell_works_everywhere():
+    """A cell the library has never seen: a leaky integrator with a dict carry."""
+
+    def init(key, input_size, hidden_size, *, dtype=None):
+        return {"w": jax.random.normal(key, (input_size, hidden_size)), "decay": jnp.full((hidden_size,), 0.5)}
+
+    def initial_state(params, batch_shape=()):
+        return {"s": jnp.zeros((*batch_shape, params["w"].shape[1]))}
+
+    def step(params, carry, x):
+        s = jnp.broadcast_to(params["decay"], carry["s"].shape) * carry["s"] + x @ params["w"]
+        return {"s": s}, jnp.tanh(s)
+
+    cell = jaxrnn.Cell(init, initial_state, step, name="leaky")
+    params = cell.init(jax.random.key(0), 3, 4)
+    xs = random_xs((2, 5, 3))
+    final, ys = jaxrnn.rnn(cell, params, xs, lengths=jnp.array([5, 2]))
+    ref_final, ref_ys = loop_rnn(cell, params, jnp.swapaxes(xs[:1], 0, 1), initial_state(params, (1,)))
+    assert_trees_close(ys[:1], jnp.swapaxes(ref_ys, 0, 1))
+    layer = jaxrnn.stack(cell, 2, bidirectional=True)
+    _, ys2 = layer.apply(layer.init(jax.random.key(1), 3, 4), xs)
+    assert ys2.shape == (2, 5, 8)
+    with pytest.raises(ValueError, match="leaky.step failed"):
+        jaxrnn.rnn(cell, params, random_xs((2, 5, 7)))
+
+
+def test_bfloat16_and_float64():
+    cell, params = make("lstm", dtype=jnp.bfloat16)
+    final, ys = jaxrnn.rnn(cell, params, random_xs((2, 4, 3)))
+    assert ys.dtype == jnp.bfloat16 and final.c.dtype == jnp.bfloat16
+    with jax.enable_x64(True):
+        cell, params = make("gru")
+        assert params.w_x.dtype == jnp.float64
+        _, ys = jaxrnn.rnn(cell, params, np.random.default_rng(0).normal(size=(2, 4, 3)))
+        assert ys.dtype == jnp.float64
+
+
+# --- bad input: each raises before tracing, naming the argument, expected and got ---------------------------------
+
+
+def test_error_wrong_feature_size():
+    cell, params = make("lstm")
+    with pytest.raises(ValueError, match=r"xs has 4 features .* expect input_size=3"):
+        jaxrnn.rnn(cell, params, jnp.zeros((2, 5, 4)))
+
+
+def test_error_rank_below_two():
+    cell, params = make("gru")
+    with pytest.raises(ValueError, match=r"xs must have rank >= 2 .* got shape \[3\]"):
+        jaxrnn.rnn(cell, params, jnp.zeros((3,)))
+
+
+def test_error_carry_batch_mismatch():
+    cell, params = make("lstm")
+    carry = cell.initial_state(params, (3,))
+    with pytest.raises(ValueError, match=r"carry has batch shape \[3\] but xs has batch shape \[2\]"):
+        jaxrnn.rnn(cell, params, jnp.zeros((2, 5, 3)), carry)
+
+
+def test_error_carry_structure_and_hidden_size():
+    cell, params = make("lstm")
+    with pytest.raises(ValueError, match="carry has the wrong structure"):
+        jaxrnn.rnn(cell, params, jnp.zeros((2, 5, 3)), jnp.zeros((2, 5)))
+    _, small = make("lstm", hidden_size=4)
+    with pytest.raises(ValueError, match=r"carry.h has shape \[2, 4\], expected \[2, 5\]"):
+        jaxrnn.rnn(cell, params, jnp.zeros((2, 5, 3)), cell.initial_state(small, (2,)))
+
+
+@pytest.mark.parametrize(
+    "lengths, error, match",
+    [
+        (jnp.array([1, 2, 3]), ValueError, r"lengths must have the batch shape of xs, \[2\], got \[3\]"),
+        (jnp.array([1, 6]), ValueError, r"lengths must lie in \[0, 5\] .* got values in \[1, 6\]"),
+        (jnp.array([-1, 2]), ValueError, r"lengths must lie in \[0, 5\]"),
+        (jnp.array([1.0, 2.0]), TypeError, "lengths must be an integer array, got dtype float32"),
+    ],
+)
+def test_error_lengths(lengths, error, match):
+    cell, params = make("elman")
+    with pytest.raises(error, match=match):
+        jaxrnn.rnn(cell, params, jnp.zeros((2, 5, 3)), lengths=lengths)
+
+
+def test_lengths_checked_under_jit_only_for_shape():
+    cell, params = make("elman")
+    run = jax.jit(lambda n: jaxrnn.rnn(cell, params, jnp.zeros((2, 5, 3)), lengths=n)[1])
+    assert run(jnp.array([5, 1])).shape == (2, 5, 5)
+    with pytest.raises(ValueError, match="lengths must have the batch shape"):
+        run(jnp.array([5]))
+
+
+def test_error_integer_xs():
+    cell, params = make("lstm")
+    with pytest.raises(TypeError, match="xs must be a floating-point array, got dtype int32.*embedding"):
+        jaxrnn.rnn(cell, params, jnp.zeros((2, 5, 3), jnp.int32))
+
+
+def test_error_params_of_another_cell_or_size():
+    _, lstm_params = make("lstm")
+    with pytest.raises(TypeError, match="params must be GRUParams .* got LSTMParams"):
+        jaxrnn.rnn(jaxrnn.gru, lstm_params, jnp.zeros((2, 5, 3)))
+    bad = lstm_params._replace(w_h=jnp.zeros((5, 12)))
+    with pytest.raises(ValueError, match=r"LSTMParams.w_h must have shape \[H, 4\*H\], got \[5, 12\]"):
+        jaxrnn.rnn(jaxrnn.lstm, bad, jnp.zeros((2, 5, 3)))
+    bad = lstm_params._replace(b=jnp.zeros((7,)))
+    with pytest.raises(ValueError, match=r"LSTMParams.b must have shape \[20\], got \[7\]"):
+        jaxrnn.rnn(jaxrnn.lstm, bad, jnp.zeros((2, 5, 3)))
+    _, gru_params = make("gru")
+    with pytest.raises(ValueError, match=r"GRUParams.b_hn must have shape \[5\], got \[4\]"):
+        jaxrnn.rnn(jaxrnn.gru, gru_params._replace(b_hn=jnp.zeros(4)), jnp.zeros((2, 5, 3)))
+
+
+def test_error_bad_options():
+    cell, params = make("elman")
+    xs = jnp.zeros((2, 5, 3))
+    with pytest.raises(TypeError, match="cell must be a jaxrnn.Cell"):
+        jaxrnn.rnn("lstm", params, xs)
+    with pytest.raises(ValueError, match="unroll must be a positive int"):
+        jaxrnn.rnn(cell, params, xs, unroll=0)
+    with pytest.raises(ValueError, match="checkpoint_every must be a positive int"):
+        jaxrnn.rnn(cell, params, xs, checkpoint_every=0)
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+        jaxrnn.truncated_rnn(cell, params, xs, chunk_size=-2)

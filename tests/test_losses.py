@@ -1,0 +1,60 @@
+"""jaxrnn.losses: masked means over padded steps, the many-to-one readout."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxrnn
+
+LENGTHS = jnp.array([3, 1, 0])
+
+
+def test_sequence_mask_and_masked_mean():
+    mask = jaxrnn.sequence_mask(LENGTHS, 4)
+    np.testing.assert_array_equal(mask, [[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(jaxrnn.sequence_mask(LENGTHS, 4, time_major=True), np.asarray(mask).T)
+    values = jnp.arange(12.0).reshape(3, 4)
+    assert jaxrnn.masked_mean(values, LENGTHS) == pytest.approx((0 + 1 + 2 + 4) / 4)
+    assert jaxrnn.masked_mean(values.T, LENGTHS, time_major=True) == pytest.approx(7 / 4)
+    assert jaxrnn.masked_mean(values, jnp.zeros(3, jnp.int32)) == 0.0
+    with pytest.raises(ValueError, match=r"lengths must have the batch shape of xs, \[3\], got \[2\]"):
+        jaxrnn.masked_mean(values, LENGTHS[:2])
+
+
+def test_padding_does_not_change_the_loss():
+    logits = jax.random.normal(jax.random.key(0), (3, 4, 5))
+    labels = jax.random.randint(jax.random.key(1), (3, 4), 0, 5)
+    full = jaxrnn.sequence_cross_entropy(logits, labels, LENGTHS)
+    garbage = logits.at[0, 3].set(100.0).at[1, 1:].set(-50.0)
+    assert jaxrnn.sequence_cross_entropy(garbage, labels, LENGTHS) == pytest.approx(float(full))
+    per_step = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    expected = (per_step[0, :3].sum() + per_step[1, 0]) / 4
+    assert float(full) == pytest.approx(float(expected), rel=1e-6)
+    with pytest.raises(ValueError, match="labels must have shape logits.shape"):
+        jaxrnn.sequence_cross_entropy(logits, labels[:, :2])
+    with pytest.raises(TypeError, match="labels must be integer class ids"):
+        jaxrnn.sequence_cross_entropy(logits, labels.astype(jnp.float32))
+
+
+def test_sequence_mse():
+    preds, targets = jnp.ones((2, 3, 2)), jnp.zeros((2, 3, 2))
+    targets = targets.at[1, 2].set(5.0)  # padded step of sequence 1: ignored
+    assert jaxrnn.sequence_mse(preds, targets, jnp.array([3, 2])) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="targets must have the shape of predictions"):
+        jaxrnn.sequence_mse(preds, targets[:, :2])
+
+
+def test_last_valid_is_many_to_one():
+    ys = jax.random.normal(jax.random.key(0), (3, 4, 2))
+    out = jaxrnn.last_valid(ys, LENGTHS)
+    np.testing.assert_array_equal(out[0], ys[0, 2])
+    np.testing.assert_array_equal(out[1], ys[1, 0])
+    np.testing.assert_array_equal(out[2], [0.0, 0.0])
+    np.testing.assert_array_equal(jaxrnn.last_valid(ys), ys[:, -1])
+    np.testing.assert_array_equal(jaxrnn.last_valid(jnp.swapaxes(ys, 0, 1), LENGTHS, time_major=True), out)
+    # The last valid output of a forward RNN is its final hidden state.
+    params = jaxrnn.gru.init(jax.random.key(1), 2, 3)
+    final, hs = jaxrnn.rnn(jaxrnn.gru, params, ys, lengths=LENGTHS)
+    np.testing.assert_allclose(jaxrnn.last_valid(hs, LENGTHS)[:2], final[:2], rtol=1e-6)

@@ -1,0 +1,120 @@
+"""jaxrnn.stack: depth, bidirectionality, merging, dropout, variational recurrent dropout."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import assert_trees_close
+
+import jaxrnn
+
+XS = jax.random.normal(jax.random.key(3), (3, 6, 4))
+LENGTHS = jnp.array([6, 4, 1])
+
+
+@pytest.mark.parametrize("cell", [jaxrnn.lstm, jaxrnn.gru, jaxrnn.elman], ids=lambda c: c.name)
+def test_one_layer_equals_rnn(cell):
+    layer = jaxrnn.stack(cell)
+    params = layer.init(jax.random.key(0), 4, 5)
+    (final,), ys = layer.apply(params, XS, lengths=LENGTHS)
+    ref_final, ref_ys = jaxrnn.rnn(cell, params[0], XS, lengths=LENGTHS)
+    assert_trees_close(final, ref_final)
+    assert_trees_close(ys, ref_ys)
+
+
+def test_two_layers_compose_and_carry_in():
+    layer = jaxrnn.stack(jaxrnn.lstm, 2)
+    params = layer.init(jax.random.key(0), 4, 5)
+    assert params[1].w_x.shape == (5, 20)
+    carry = tuple(
+        jax.tree.map(lambda z: z + 0.1 * (k + 1), jaxrnn.lstm.initial_state(p, (3,))) for k, p in enumerate(params)
+    )
+    finals, ys = layer.apply(params, XS, carry, lengths=LENGTHS)
+    f0, y0 = jaxrnn.rnn(jaxrnn.lstm, params[0], XS, carry[0], lengths=LENGTHS)
+    f1, y1 = jaxrnn.rnn(jaxrnn.lstm, params[1], y0, carry[1], lengths=LENGTHS)
+    assert_trees_close(finals, (f0, f1))
+    assert_trees_close(ys, y1)
+
+
+@pytest.mark.parametrize("merge", ["concat", "sum"])
+def test_bidirectional_with_lengths(merge):
+    layer = jaxrnn.stack(jaxrnn.gru, 2, bidirectional=True, merge=merge)
+    params = layer.init(jax.random.key(1), 4, 5)
+    assert isinstance(params[0], jaxrnn.Bidirectional)
+    assert params[1].forward.w_x.shape == ((10 if merge == "concat" else 5), 15)
+    finals, ys = layer.apply(params, XS, lengths=LENGTHS)
+    assert ys.shape == (3, 6, 10 if merge == "concat" else 5)
+    for i, n in enumerate(LENGTHS.tolist()):
+        # Each sequence alone, unpadded: the backward direction must start at its own last valid step.
+        single_finals, single_ys = layer.apply(params, XS[i, :n])
+        assert_trees_close(ys[i, :n], single_ys, atol=1e-5)
+        assert_trees_close(jax.tree.map(lambda z: z[i], finals), single_finals, atol=1e-5)
+        assert np.all(np.asarray(ys[i, n:]) == 0.0)
+
+
+def test_bidirectional_parts():
+    layer = jaxrnn.stack(jaxrnn.lstm, 1, bidirectional=True)
+    params = layer.init(jax.random.key(2), 4, 3)
+    (final,), ys = layer.apply(params, XS)
+    f_final, f_ys = jaxrnn.rnn(jaxrnn.lstm, params[0].forward, XS)
+    b_final, b_ys = jaxrnn.rnn(jaxrnn.lstm, params[0].backward, XS, reverse=True)
+    assert_trees_close(ys, jnp.concatenate([f_ys, b_ys], axis=-1))
+    assert_trees_close(final, jaxrnn.Bidirectional(f_final, b_final))
+
+
+def test_dropout_only_in_training_and_keyed():
+    layer = jaxrnn.stack(jaxrnn.lstm, 3, dropout=0.5, recurrent_dropout=0.3)
+    plain = jaxrnn.stack(jaxrnn.lstm, 3)
+    params = layer.init(jax.random.key(0), 4, 8)
+    _, ys_eval = layer.apply(params, XS)
+    assert_trees_close(ys_eval, plain.apply(params, XS)[1])
+    _, a = layer.apply(params, XS, key=jax.random.key(1), train=True)
+    _, b = layer.apply(params, XS, key=jax.random.key(1), train=True)
+    _, c = layer.apply(params, XS, key=jax.random.key(2), train=True)
+    assert_trees_close(a, b)
+    assert not np.allclose(a, c) and not np.allclose(a, ys_eval)
+    with pytest.raises(ValueError, match="train=True with dropout or recurrent_dropout needs a PRNG key"):
+        layer.apply(params, XS, train=True)
+
+
+def test_recurrent_dropout_mask_is_the_same_at_every_step():
+    """A probe cell whose output is the (masked) recurrent input it receives, and whose new carry is ones."""
+
+    def init(key, input_size, hidden_size, *, dtype=None):
+        return {"unused": jnp.zeros((input_size, hidden_size))}
+
+    def initial_state(params, batch_shape=()):
+        return jnp.zeros((*batch_shape, params["unused"].shape[1]))
+
+    def step(params, carry, x):
+        return jnp.ones_like(carry), carry
+
+    probe = jaxrnn.Cell(init, initial_state, step, name="probe")
+    layer = jaxrnn.stack(probe, recurrent_dropout=0.5)
+    params = layer.init(jax.random.key(0), 4, 64)
+    _, ys = layer.apply(params, XS, key=jax.random.key(5), train=True)
+    masks = np.asarray(ys[:, 1:])  # step t >= 1 sees the mask times ones
+    np.testing.assert_array_equal(masks, np.broadcast_to(masks[:, :1], masks.shape))
+    assert set(np.unique(masks)) == {0.0, 2.0}
+    assert not np.array_equal(masks[0, 0], masks[1, 0]), "one mask per sequence"
+
+
+def test_stack_errors():
+    with pytest.raises(ValueError, match="merge must be one of"):
+        jaxrnn.stack(jaxrnn.lstm, merge="mean")
+    with pytest.raises(ValueError, match="num_layers must be a positive int"):
+        jaxrnn.stack(jaxrnn.lstm, 0)
+    with pytest.raises(ValueError, match=r"dropout must lie in \[0, 1\)"):
+        jaxrnn.stack(jaxrnn.lstm, dropout=1.0)
+    with pytest.raises(TypeError, match="cell must be a jaxrnn.Cell"):
+        jaxrnn.stack(object())
+    layer = jaxrnn.stack(jaxrnn.lstm, 2, bidirectional=True)
+    params = layer.init(jax.random.key(0), 4, 5)
+    with pytest.raises(TypeError, match="params must be a tuple of 2 per-layer entries"):
+        layer.apply(params[:1], XS)
+    with pytest.raises(TypeError, match=r"params\[0\] must be Bidirectional"):
+        layer.apply((params[0].forward, params[1]), XS)
+    with pytest.raises(ValueError, match="carry must be a tuple of 2 per-layer carries"):
+        layer.apply(params, XS, carry=(None,))
+    with pytest.raises(ValueError, match="xs has 3 features"):
+        layer.apply(params, XS[..., :3])
