@@ -4,15 +4,18 @@ Parameters are pytrees made by ``init(key, ...)``; cells are ``lax.scan`` bodies
 driver, :func:`rnn`, runs any cell over a sequence. See README.md for a tour.
 """
 
-from jaxrnn import cells, losses, mlp
+from jaxrnn import cells, checkpoint, data, losses, mlp, parallel, train
 from jaxrnn.cells import Cell
 from jaxrnn.cells.elman import ElmanParams
 from jaxrnn.cells.gru import GRUGates, GRUParams
 from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMState
+from jaxrnn.data import MinMaxScaler, Vocabulary
 from jaxrnn.driver import rnn, truncated_rnn
 from jaxrnn.layers import DenseParams, EmbeddingParams, Module, dense, dropout, embedding
 from jaxrnn.losses import last_valid, masked_mean, sequence_cross_entropy, sequence_mask, sequence_mse
+from jaxrnn.parallel import data_mesh
 from jaxrnn.stack import Bidirectional, Layer, stack
+from jaxrnn.train import TrainState, evaluate, fit, init_state, make_eval_step, make_train_step
 
 elman = cells.elman.cell
 lstm = cells.lstm.cell
@@ -32,6 +35,19 @@ __all__ = [
     "LSTMParams",
     "LSTMState",
     "Layer",
+    "MinMaxScaler",
+    "TrainState",
+    "Vocabulary",
+    "checkpoint",
+    "data",
+    "data_mesh",
+    "evaluate",
+    "fit",
+    "init_state",
+    "make_eval_step",
+    "make_train_step",
+    "parallel",
+    "train",
     "Module",
     "cells",
     "dense",
