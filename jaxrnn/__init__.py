@@ -4,7 +4,7 @@ Parameters are pytrees made by ``init(key, ...)``; cells are ``lax.scan`` bodies
 driver, :func:`rnn`, runs any cell over a sequence. See README.md for a tour.
 """
 
-from jaxrnn import cells, checkpoint, data, losses, mlp, parallel, train
+from jaxrnn import analytic, cells, checkpoint, data, diagnostics, losses, mlp, parallel, train
 from jaxrnn.cells import Cell
 from jaxrnn.cells.elman import ElmanParams
 from jaxrnn.cells.gru import GRUGates, GRUParams
@@ -49,7 +49,9 @@ __all__ = [
     "parallel",
     "train",
     "Module",
+    "analytic",
     "cells",
+    "diagnostics",
     "dense",
     "dropout",
     "elman",

@@ -13,6 +13,7 @@ import numpy as np
 
 __all__ = [
     "as_float_array",
+    "concrete_range",
     "check_lengths",
     "check_tree_matches",
     "is_concrete",
@@ -27,6 +28,17 @@ def shape_str(shape) -> str:
 def is_concrete(x) -> bool:
     """True when ``x`` holds values we can read on the host (not a tracer inside jit/grad/vmap)."""
     return not isinstance(x, jax.core.Tracer)
+
+
+def concrete_range(x) -> tuple | None:
+    """``(min, max)`` of ``x`` when its values can be read on the host, else None (under tracing)."""
+    if not is_concrete(x) or not np.size(x):
+        return None
+    try:
+        values = np.asarray(x)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        return None
+    return values.min().item(), values.max().item()
 
 
 def as_float_array(x, name: str, *, min_rank: int = 0, layout: str = "") -> jax.Array:
@@ -61,9 +73,9 @@ def check_lengths(lengths, batch_shape: tuple[int, ...], num_steps: int, name: s
         raise ValueError(
             f"{name} must have the batch shape of xs, {shape_str(batch_shape)}, got {shape_str(lengths.shape)}"
         )
-    if is_concrete(lengths) and lengths.size:
-        values = np.asarray(lengths)
-        lo, hi = int(values.min()), int(values.max())
+    bounds = concrete_range(lengths)
+    if bounds is not None:
+        lo, hi = bounds
         if lo < 0 or hi > num_steps:
             raise ValueError(
                 f"{name} must lie in [0, {num_steps}] (the number of time steps), got values in [{lo}, {hi}]"

@@ -13,6 +13,7 @@ length, and its outputs stay aligned with its inputs.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -223,7 +224,7 @@ def _check_grad(cell, grad) -> bool:
             f"grad='analytic' needs a built-in cell (jaxrnn.elman, jaxrnn.lstm, jaxrnn.gru), got {cell.name!r}; "
             f"your own cells are differentiated by autodiff: pass grad='autodiff' or leave grad=None"
         )
-    return grad == "analytic" or (grad is None and has_rule(cell))
+    return grad == "analytic"
 
 
 def rnn(
@@ -255,11 +256,11 @@ def rnn(
         gradients; more compute.
       grad: how reverse-mode gradients are computed: ``"autodiff"`` (JAX differentiates the ``lax.scan``) or
         ``"analytic"`` (the built-in cells' hand-derived BPTT as a ``jax.custom_vjp``, :mod:`jaxrnn.fastpath`,
-        which forms ``dW_x`` and ``dW_h`` as one matmul each after the backward loop). ``None`` picks
-        ``"analytic"`` for the built-in cells and ``"autodiff"`` for user cells. Same values either way. The
-        analytic path does not support forward mode (``jax.jvp``, ``jacfwd``, ``hessian``): pass
-        ``grad="autodiff"`` for those. With ``checkpoint_every`` the analytic path is not used (autodiff through
-        the rematerialised chunks). ``grad="analytic"`` on a user cell raises ``ValueError``.
+        which forms ``dW_x`` and ``dW_h`` as one matmul each after the backward loop). ``None`` (the default)
+        means ``"autodiff"``: the fast path has not shown a reliable speed-up on CPU (see
+        ``benchmarks/bench_fastpath.py``) and it does not support forward mode (``jax.jvp``, ``jacfwd``,
+        ``hessian``). Same values either way. With ``checkpoint_every`` the analytic path is not used
+        (autodiff through the rematerialised chunks). ``grad="analytic"`` on a user cell raises ``ValueError``.
 
     Returns:
       ``(final_carry, ys)``: the carry after the last (valid) step, and ``ys [*batch, T, H]`` (or time-major), the
@@ -272,28 +273,46 @@ def rnn(
     """
     _check_unroll(unroll)
     use_analytic = _check_grad(cell, grad)
+    if checkpoint_every is not None:
+        _check_chunk(checkpoint_every, "checkpoint_every")
     prep = prepare(cell, params, xs, carry, lengths=lengths, time_major=time_major)
-    if checkpoint_every is None and use_analytic:
+    final, ys = _run_scan(
+        cell,
+        params,
+        prep.xs,
+        prep.carry,
+        prep.lengths,
+        reverse=reverse,
+        unroll=unroll,
+        checkpoint_every=checkpoint_every,
+        analytic=use_analytic and checkpoint_every is None,
+    )
+    return final, _to_layout(ys, time_major)
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("reverse", "unroll", "checkpoint_every", "analytic"))
+def _run_scan(cell, params, xs_tm, carry, lengths, *, reverse, unroll, checkpoint_every, analytic):
+    """The scan under ``jit`` with the cell static, so that eager calls hit the compilation cache (a bare
+    ``lax.scan`` outside ``jit`` retraces and recompiles its body on every call). Inside an outer ``jit`` this
+    inlines."""
+    if analytic:
         from jaxrnn.fastpath import analytic_scan
 
-        final, ys = analytic_scan(cell, params, prep.xs, prep.carry, prep.lengths, reverse=reverse, unroll=unroll)
-    elif checkpoint_every is None:
-        final, ys = scan_cell(cell.step, params, prep.xs, prep.carry, prep.lengths, reverse=reverse, unroll=unroll)
-    else:
-        _check_chunk(checkpoint_every, "checkpoint_every")
-        final, ys = _chunked_scan(
-            cell.step,
-            params,
-            prep.xs,
-            prep.carry,
-            prep.lengths,
-            prep.batch_shape,
-            chunk_size=checkpoint_every,
-            reverse=reverse,
-            unroll=unroll,
-            remat=True,
-        )
-    return final, _to_layout(ys, time_major)
+        return analytic_scan(cell, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll)
+    if checkpoint_every is None:
+        return scan_cell(cell.step, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll)
+    return _chunked_scan(
+        cell.step,
+        params,
+        xs_tm,
+        carry,
+        lengths,
+        tuple(xs_tm.shape[1:-1]),
+        chunk_size=checkpoint_every,
+        reverse=reverse,
+        unroll=unroll,
+        remat=True,
+    )
 
 
 def truncated_rnn(

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import as_float_array, is_concrete, shape_str
+from jaxrnn._checks import as_float_array, concrete_range, shape_str
 from jaxrnn.cells.base import add_bias, default_dtype, init_dtype
 
 __all__ = ["DenseParams", "EmbeddingParams", "Module", "dense", "dropout", "embedding"]
@@ -87,8 +87,9 @@ def embedding_apply(params: EmbeddingParams, ids) -> jax.Array:
     if not jnp.issubdtype(ids.dtype, jnp.integer):
         raise TypeError(f"ids must be integer token ids, got dtype {ids.dtype}")
     vocab = params.table.shape[0]
-    if is_concrete(ids) and np.size(ids):
-        lo, hi = int(np.min(ids)), int(np.max(ids))
+    bounds = concrete_range(ids)
+    if bounds is not None:
+        lo, hi = bounds
         if lo < 0 or hi >= vocab:
             raise ValueError(f"ids must lie in [0, {vocab}) (the vocabulary size), got values in [{lo}, {hi}]")
     return jnp.take(params.table, jnp.asarray(ids), axis=0, mode="fill", fill_value=jnp.nan)

@@ -1,0 +1,95 @@
+"""Training-step throughput: autodiff through ``lax.scan`` vs the analytic fast path (``jaxrnn.rnn(grad=...)``).
+
+One step = forward + backward + an optax Adam update of the cell and a dense readout, jitted, loss = mean squared
+error of the readout at every step. Timings are medians over ``--reps`` runs after two warm-up runs (compile
+excluded), the two paths interleaved run by run. Prints a markdown table; "speed-up" is autodiff time / analytic time (> 1: analytic is faster).
+
+    python benchmarks/bench_fastpath.py              # all configs
+    python benchmarks/bench_fastpath.py --quick      # small configs only, fewer reps
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import jaxrnn
+
+# (cell, B, T, D, H, reps)
+CONFIGS = [
+    ("lstm", 1, 1000, 8, 32, 20),
+    ("lstm", 32, 100, 32, 128, 20),
+    ("gru", 32, 100, 32, 128, 20),
+    ("elman", 32, 100, 32, 128, 20),
+    ("lstm", 64, 200, 64, 512, 5),
+]
+CELLS = {"elman": jaxrnn.elman, "lstm": jaxrnn.lstm, "gru": jaxrnn.gru}
+
+
+def make_step(cell, grad: str, optimizer):
+    def loss_fn(params, xs, targets):
+        cell_params, readout = params
+        _, ys = jaxrnn.rnn(cell, cell_params, xs, grad=grad)
+        pred = jnp.einsum("bth,ho->bto", ys, readout)
+        return jnp.mean((pred - targets) ** 2)
+
+    @jax.jit
+    def step(params, opt_state, xs, targets):
+        loss, grads = jax.value_and_grad(loss_fn)(params, xs, targets)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+def time_config(name, batch, steps, features, hidden, reps, dtype=jnp.float32):
+    cell = CELLS[name]
+    k_p, k_r, k_x, k_y = jax.random.split(jax.random.key(0), 4)
+    params = (cell.init(k_p, features, hidden, dtype=dtype), 0.1 * jax.random.normal(k_r, (hidden, 1), dtype))
+    xs = jax.random.normal(k_x, (batch, steps, features), dtype)
+    targets = jax.random.normal(k_y, (batch, steps, 1), dtype)
+    optimizer = optax.adam(1e-3)
+    runs = {}
+    for grad in ("autodiff", "analytic"):
+        step = make_step(cell, grad, optimizer)
+        state = [params, optimizer.init(params)]
+        for _ in range(2):  # compile + warm-up
+            state[0], state[1], loss = step(state[0], state[1], xs, targets)
+        loss.block_until_ready()
+        runs[grad] = (step, state, [])
+    for _ in range(reps):  # interleaved, so that load from other processes hits both alike
+        for step, state, times in runs.values():
+            t0 = time.perf_counter()
+            state[0], state[1], loss = step(state[0], state[1], xs, targets)
+            loss.block_until_ready()
+            times.append(time.perf_counter() - t0)
+    result = {grad: statistics.median(times) for grad, (_, _, times) in runs.items()}
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip the large config; 5 reps each")
+    parser.add_argument("--reps", type=int, default=None, help="override the number of timed runs")
+    args = parser.parse_args(argv)
+    configs = [c for c in CONFIGS if not (args.quick and c[4] >= 512)]
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}")
+    print()
+    print("| cell | B | T | D | H | autodiff ms/step | analytic ms/step | speed-up |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, batch, steps, features, hidden, reps in configs:
+        reps = args.reps or (5 if args.quick else reps)
+        r = time_config(name, batch, steps, features, hidden, reps)
+        ad, an = 1e3 * r["autodiff"], 1e3 * r["analytic"]
+        print(
+            f"| {name} | {batch} | {steps} | {features} | {hidden} | {ad:.2f} | {an:.2f} | {ad / an:.2f}x |", flush=True
+        )
+
+
+if __name__ == "__main__":
+    main()

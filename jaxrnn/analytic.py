@@ -1,0 +1,501 @@
+"""Gradients derived by hand, as working code: seed 000's MLP backprop and BPTT for every built-in cell.
+
+Autodiff (``jax.grad``) is the training path; this module is the cross-check and the textbook. Everything here is
+tested in float64 against ``jax.vjp`` (to ~1e-12 relative) and against finite differences.
+
+**The MLP** (seed 000). ``a_0 = x``, ``a_k = act(a_{k-1} W_k + b_k)`` for the hidden layers, ``z_L`` the logits.
+The rule, layer by layer (``dE/dy · dy/dz · dz/dw``)::
+
+    δ_L = ∂E/∂z_L                         (the output delta, per loss below)
+    ∂E/∂W_k = a_{k-1}ᵀ δ_k                 (dz/dw: the layer's input, summed over the batch)
+    ∂E/∂b_k = Σ_batch δ_k
+    δ_{k-1} = (δ_k W_kᵀ) ⊙ act'(a_{k-1})   (dE/dy of the layer below, times dy/dz)
+
+Losses, for integer labels ``y`` and ``K`` output units:
+
+- ``"squared_error"`` (the seed's): ``p = σ(z_L)``, ``E = ½ Σ_n Σ_k (t_nk − p_nk)²``, ``δ_L = (p − t) ⊙ p(1 − p)``.
+  Targets ``t``: class ``k < K`` is the one-hot row ``e_k``; class ``K`` is the all-zeros row. So ``K`` sigmoid
+  outputs score ``K + 1`` classes, the last one implicitly (score ``1 − Σ_k p_k``), as in seed 000, whose
+  ``get_SE_row`` compares only the first ``n_class − 1`` outputs. Labels lie in ``[0, K]``.
+- ``"softmax_cross_entropy"``: ``E = −Σ_n log softmax(z_L)_{n, y_n}``, ``δ_L = softmax(z_L) − onehot(y)``; labels in
+  ``[0, K)``.
+
+``reduction="sum"`` (the seed's) sums over the batch; ``"mean"`` divides by the number of examples.
+
+Seed 000's own update differs from ``W ← W − η ∂E/∂W`` in two places, both bugs of the seed, not conventions: its
+``dEdy = −½(t − p)`` is a quarter of ``∂[Σ(t − p)²]/∂p``, and its hidden-layer ``dydz = −a(1 − a)`` carries a stray
+minus sign, so its hidden weights climb the gradient. :func:`mlp_backprop` gives the true gradient.
+
+**BPTT.** For each built-in cell, ``<cell>_forward(params, carry, x) -> (carry', h', residuals)`` runs one step and
+keeps what the backward needs, and ``<cell>_step_vjp(params, carry, x, residuals, dcarry, dh) ->
+(dparams, dcarry_prev, dx)`` is that step's vector-Jacobian product, derived from the cell equations (the formulas
+are in each docstring). ``dcarry`` is the cotangent of the new carry and ``dh`` that of the step's output; for all
+three cells the output is the new hidden state, so the two add. :func:`bptt` chains them in one reverse
+``lax.scan``: the exact VJP of :func:`jaxrnn.rnn`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxrnn._checks import as_float_array, check_tree_matches, is_concrete, shape_str
+from jaxrnn.cells import elman as _elman
+from jaxrnn.cells import gru as _gru
+from jaxrnn.cells import lstm as _lstm
+from jaxrnn.cells.base import Cell, add_bias
+from jaxrnn.cells.elman import ElmanParams
+from jaxrnn.cells.gru import GRUParams
+from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMState
+from jaxrnn.driver import prepare
+from jaxrnn.mlp import MLPParams, hidden_activations
+
+__all__ = [
+    "LOSSES",
+    "ElmanResiduals",
+    "GRUResiduals",
+    "StepRule",
+    "bptt",
+    "elman_forward",
+    "elman_step_vjp",
+    "gru_forward",
+    "gru_step_vjp",
+    "lstm_forward",
+    "lstm_step_vjp",
+    "mlp_backprop",
+    "mlp_loss",
+    "step_rule",
+]
+
+LOSSES = ("squared_error", "softmax_cross_entropy")
+_REDUCTIONS = ("sum", "mean")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The MLP (seed 000)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _check_mlp_inputs(params, x, y, loss: str, reduction: str):
+    if not isinstance(params, MLPParams):
+        raise TypeError(f"params must be MLPParams (from jaxrnn.mlp.init), got {type(params).__name__}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    x = as_float_array(x, "x", min_rank=1, layout="[*batch, features]")
+    if not hasattr(y, "dtype"):
+        y = np.asarray(y)
+    if not jnp.issubdtype(y.dtype, jnp.integer):
+        raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+    if tuple(y.shape) != tuple(x.shape[:-1]):
+        raise ValueError(
+            f"y must have the batch shape of x, {shape_str(x.shape[:-1])} (one label per example), got "
+            f"{shape_str(y.shape)}"
+        )
+    num_out = params.layers[-1].w.shape[-1]
+    hi = num_out if loss == "squared_error" else num_out - 1
+    if is_concrete(y) and np.size(y):
+        values = np.asarray(y)
+        lo_got, hi_got = int(values.min()), int(values.max())
+        if lo_got < 0 or hi_got > hi:
+            extra = f" ({num_out} sigmoid outputs score {num_out + 1} classes)" if loss == "squared_error" else ""
+            raise ValueError(f"y must hold labels in [0, {hi}] for loss={loss!r}{extra}, got [{lo_got}, {hi_got}]")
+    return x, jnp.asarray(y)
+
+
+def _targets(y, num_out: int, dtype):
+    """One-hot rows; label ``num_out`` (the implicit last class of the squared-error loss) is the zero row."""
+    return jax.nn.one_hot(y, num_out, dtype=dtype)
+
+
+def mlp_loss(params: MLPParams, x, y, *, loss: str = "squared_error", reduction: str = "sum") -> jax.Array:
+    """The loss of :func:`jaxrnn.mlp.apply` on inputs ``x [*batch, in]`` and integer labels ``y [*batch]``.
+
+    ``"squared_error"``: ``E = ½ Σ (t − σ(z))²`` with the targets described in the module docstring (class ``K``
+    → zeros). ``"softmax_cross_entropy"``: ``E = −Σ log softmax(z)_y``. Summed over the batch, or averaged with
+    ``reduction="mean"``. Returns a scalar.
+    """
+    x, y = _check_mlp_inputs(params, x, y, loss, reduction)
+    hidden = hidden_activations(params, x)[-1]
+    logits = add_bias(hidden @ params.layers[-1].w, params.layers[-1].b)
+    num_out = logits.shape[-1]
+    t = _targets(y, num_out, logits.dtype)
+    if loss == "squared_error":
+        per_example = 0.5 * jnp.sum((t - jax.nn.sigmoid(logits)) ** 2, axis=-1)
+    else:
+        per_example = -jnp.sum(t * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+    total = jnp.sum(per_example)
+    return total / max(int(np.prod(y.shape)), 1) if reduction == "mean" else total
+
+
+def _act_grad_from_output(activation: str, a: jax.Array) -> jax.Array:
+    """``act'(z)`` written in terms of ``a = act(z)``: σ → a(1 − a), tanh → 1 − a², relu → [a > 0]."""
+    if activation == "sigmoid":
+        return a * (1.0 - a)
+    if activation == "tanh":
+        return 1.0 - a * a
+    if activation == "relu":
+        return (a > 0).astype(a.dtype)
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+def mlp_backprop(params: MLPParams, x, y, *, loss: str = "squared_error", reduction: str = "sum") -> MLPParams:
+    """``∂E/∂params`` by seed 000's rule, layer by layer, as matrix code (see the module docstring).
+
+    Same arguments as :func:`mlp_loss`; returns gradients as ``MLPParams`` (the params' own pytree type), equal to
+    ``jax.grad(mlp_loss)(params, x, y, loss=loss, reduction=reduction)``.
+    """
+    x, y = _check_mlp_inputs(params, x, y, loss, reduction)
+    acts = hidden_activations(params, x)  # [a_0 = x, a_1, ..., a_{L-1}], each [*batch, n_k]
+    acts = [a.reshape(-1, a.shape[-1]) for a in acts]  # flatten the batch dims: [N, n_k]
+    y = y.reshape(-1)
+    last = params.layers[-1]
+    logits = add_bias(acts[-1] @ last.w, last.b)  # z_L [N, K]
+    t = _targets(y, logits.shape[-1], logits.dtype)
+    if loss == "squared_error":
+        p = jax.nn.sigmoid(logits)
+        delta = (p - t) * p * (1.0 - p)  # dE/dp · dp/dz
+    else:
+        delta = jax.nn.softmax(logits, axis=-1) - t
+    if reduction == "mean":
+        delta = delta / max(y.shape[0], 1)
+    grads = []
+    for k in range(len(params.layers) - 1, -1, -1):
+        layer, a_in = params.layers[k], acts[k]
+        grads.append(type(layer)(w=a_in.T @ delta, b=jnp.sum(delta, axis=0)))  # dz/dw = a_{k-1}
+        if k > 0:
+            delta = (delta @ layer.w.T) * _act_grad_from_output(params.activation, a_in)
+    return MLPParams(layers=tuple(reversed(grads)), activation=params.activation)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-step VJPs of the cells
+# ----------------------------------------------------------------------------------------------------------------
+#
+# Each cell has a "delta" function (params, carry, residuals, dcarry, dh) -> (da, du, dcarry_prev): da is the
+# cotangent of the input-side pre-activations a = x W_x + b ([*batch, G*H]) and du that of the recurrent-side ones
+# u = h W_h ([*batch, G*H]); they differ only for the GRU's n gate. Then dW_x = xᵀ da, dW_h = hᵀ du, db = Σ da,
+# dx = da W_xᵀ. The fast path (jaxrnn.fastpath) uses the deltas directly, so that dW_x and dW_h become one matmul
+# each over all steps.
+
+
+class ElmanResiduals(NamedTuple):
+    """What the Elman backward keeps from the forward: the new hidden state ``h' [*batch, H]``."""
+
+    h: jax.Array
+
+
+class GRUResiduals(NamedTuple):
+    """What the GRU backward keeps: the gates ``r, z, n`` and ``hn = h W_hn + b_hn``, each ``[*batch, H]``."""
+
+    r: jax.Array
+    z: jax.Array
+    n: jax.Array
+    hn: jax.Array
+
+
+def _contract(a: jax.Array, b: jax.Array, dtype=None) -> jax.Array:
+    """``Σ_batch aᵀ b``: ``a [*lead, m]``, ``b [*lead, n]`` -> ``[m, n]`` (every leading dim summed)."""
+    a2, b2 = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    out = jnp.matmul(a2.T, b2, preferred_element_type=_acc_dtype(a.dtype))
+    return out.astype(dtype or a.dtype)
+
+
+def _sum_lead(a: jax.Array, dtype=None) -> jax.Array:
+    return jnp.sum(a.reshape(-1, a.shape[-1]), axis=0, dtype=_acc_dtype(a.dtype)).astype(dtype or a.dtype)
+
+
+def _acc_dtype(dtype):
+    """Accumulate half-precision sums in float32."""
+    return jnp.float32 if jnp.dtype(dtype).itemsize < 4 else dtype
+
+
+def elman_forward(params: ElmanParams, carry: jax.Array, x: jax.Array):
+    """One Elman step keeping residuals: ``h' = act(x W_x + h W_h + b)``; returns ``(h', h', ElmanResiduals(h'))``."""
+    h, _ = _elman.step(params, carry, x)
+    return h, h, ElmanResiduals(h=h)
+
+
+def _elman_delta(params: ElmanParams, carry, res: ElmanResiduals, dcarry, dh):
+    g = dcarry + dh
+    if params.activation == "tanh":
+        da = g * (1.0 - res.h * res.h)
+    else:
+        da = g * (res.h > 0).astype(g.dtype)
+    return da, da, da @ params.w_h.T
+
+
+def elman_step_vjp(params: ElmanParams, carry: jax.Array, x: jax.Array, residuals: ElmanResiduals, dcarry, dh):
+    """VJP of one Elman step ``h' = act(a)``, ``a = x W_x + h W_h + b``, for cotangents ``dcarry`` (of the new carry
+    ``h'``) and ``dh`` (of the output, also ``h'``), each ``[*batch, H]``::
+
+        g  = dcarry + dh
+        da = g ⊙ act'(a)          tanh: 1 − h'²     relu: [h' > 0]
+        dW_x = Σ_batch xᵀ da      dW_h = Σ_batch hᵀ da      db = Σ_batch da
+        dh_prev = da W_hᵀ         dx = da W_xᵀ
+
+    Returns ``(ElmanParams of gradients, dh_prev [*batch, H], dx [*batch, D])``.
+    """
+    da, du, dcarry_prev = _elman_delta(params, carry, residuals, dcarry, dh)
+    return _assemble(params, x, _hidden(carry), da, du), dcarry_prev, da @ params.w_x.T
+
+
+def lstm_forward(params: LSTMParams, carry: LSTMState, x: jax.Array):
+    """One LSTM step keeping residuals: returns ``(LSTMState(h', c'), h', LSTMGates(i, f, g, o, c'))``."""
+    act = _lstm.gates(params, carry, x)
+    h = act.o * jnp.tanh(act.c)
+    return LSTMState(h=h, c=act.c), h, act
+
+
+def _lstm_delta(params: LSTMParams, carry: LSTMState, res: LSTMGates, dcarry: LSTMState, dh):
+    g_h = dcarry.h + dh
+    tc = jnp.tanh(res.c)
+    d_o = g_h * tc
+    dc = dcarry.c + g_h * res.o * (1.0 - tc * tc)
+    d_i, d_g, d_f = dc * res.g, dc * res.i, dc * carry.c
+    da = jnp.concatenate(
+        [
+            d_i * res.i * (1.0 - res.i),
+            d_f * res.f * (1.0 - res.f),
+            d_g * (1.0 - res.g * res.g),
+            d_o * res.o * (1.0 - res.o),
+        ],
+        axis=-1,
+    )
+    return da, da, LSTMState(h=da @ params.w_h.T, c=dc * res.f)
+
+
+def lstm_step_vjp(params: LSTMParams, carry: LSTMState, x: jax.Array, residuals: LSTMGates, dcarry: LSTMState, dh):
+    """VJP of one LSTM step (``c' = f c + i g``, ``h' = o tanh(c')``, gates from ``a = x W_x + h W_h + b``) for
+    cotangents ``dcarry = LSTMState(dh', dc')`` and ``dh`` (of the output ``h'``), each ``[*batch, H]``::
+
+        g_h = dcarry.h + dh
+        do  = g_h ⊙ tanh(c')
+        dc  = dcarry.c + g_h ⊙ o ⊙ (1 − tanh²(c'))         (total cotangent of c')
+        di  = dc ⊙ g     df = dc ⊙ c     dg = dc ⊙ i
+        da  = [di ⊙ i(1−i) | df ⊙ f(1−f) | dg ⊙ (1−g²) | do ⊙ o(1−o)]     [*batch, 4H]
+        dW_x = Σ xᵀ da    dW_h = Σ hᵀ da    db = Σ da
+        dh_prev = da W_hᵀ     dc_prev = dc ⊙ f     dx = da W_xᵀ
+
+    Returns ``(LSTMParams of gradients, LSTMState(dh_prev, dc_prev), dx [*batch, D])``.
+    """
+    da, du, dcarry_prev = _lstm_delta(params, carry, residuals, dcarry, dh)
+    return _assemble(params, x, _hidden(carry), da, du), dcarry_prev, da @ params.w_x.T
+
+
+def gru_forward(params: GRUParams, carry: jax.Array, x: jax.Array):
+    """One GRU step keeping residuals: returns ``(h', h', GRUResiduals(r, z, n, hn))``, ``hn = h W_hn + b_hn``."""
+    hidden = params.w_h.shape[0]
+    a_r, a_z, a_n = jnp.split(add_bias(x @ params.w_x, params.b), 3, axis=-1)
+    u = carry @ params.w_h
+    u_r, u_z = u[..., :hidden], u[..., hidden : 2 * hidden]
+    hn = add_bias(u[..., 2 * hidden :], params.b_hn)
+    r = jax.nn.sigmoid(a_r + u_r)
+    z = jax.nn.sigmoid(a_z + u_z)
+    n = jnp.tanh(a_n + r * hn)
+    h = (1.0 - z) * n + z * carry
+    return h, h, GRUResiduals(r=r, z=z, n=n, hn=hn)
+
+
+def _gru_delta(params: GRUParams, carry, res: GRUResiduals, dcarry, dh):
+    g = dcarry + dh
+    dn_pre = g * (1.0 - res.z) * (1.0 - res.n * res.n)
+    da_r = dn_pre * res.hn * res.r * (1.0 - res.r)
+    da_z = g * (carry - res.n) * res.z * (1.0 - res.z)
+    da = jnp.concatenate([da_r, da_z, dn_pre], axis=-1)
+    du = jnp.concatenate([da_r, da_z, dn_pre * res.r], axis=-1)
+    return da, du, du @ params.w_h.T + g * res.z
+
+
+def gru_step_vjp(params: GRUParams, carry: jax.Array, x: jax.Array, residuals: GRUResiduals, dcarry, dh):
+    """VJP of one GRU step (``a = x W_x + b``, ``u = h W_h``, ``r = σ(a_r + u_r)``, ``z = σ(a_z + u_z)``,
+    ``n = tanh(a_n + r ⊙ hn)`` with ``hn = u_n + b_hn``, ``h' = (1 − z) n + z h``) for cotangents ``dcarry`` and
+    ``dh`` of ``h'``, each ``[*batch, H]``::
+
+        g    = dcarry + dh
+        dn̂   = g ⊙ (1 − z) ⊙ (1 − n²)                     (cotangent of n's pre-activation)
+        dâ_r = dn̂ ⊙ hn ⊙ r(1 − r)      dâ_z = g ⊙ (h − n) ⊙ z(1 − z)
+        da = [dâ_r | dâ_z | dn̂]        du = [dâ_r | dâ_z | dn̂ ⊙ r]     [*batch, 3H]
+        dW_x = Σ xᵀ da    db = Σ da    dW_h = Σ hᵀ du    db_hn = Σ dn̂ ⊙ r
+        dh_prev = du W_hᵀ + g ⊙ z       dx = da W_xᵀ
+
+    Returns ``(GRUParams of gradients, dh_prev [*batch, H], dx [*batch, D])``.
+    """
+    da, du, dcarry_prev = _gru_delta(params, carry, residuals, dcarry, dh)
+    return _assemble(params, x, _hidden(carry), da, du), dcarry_prev, da @ params.w_x.T
+
+
+def _hidden(carry):
+    """The hidden state ``h`` that multiplies ``W_h``: the carry itself, or ``carry.h`` for the LSTM."""
+    return carry.h if isinstance(carry, LSTMState) else carry
+
+
+def _assemble(params, xs, hs, da, du):
+    """Parameter gradients from the deltas, every leading (time and batch) dim contracted in one matmul each."""
+    dtype = params.w_x.dtype
+    d_wx, d_wh, d_b = _contract(xs, da, dtype), _contract(hs, du, dtype), _sum_lead(da, dtype)
+    if isinstance(params, ElmanParams):
+        return ElmanParams(w_x=d_wx, w_h=d_wh, b=d_b, activation=params.activation)
+    if isinstance(params, LSTMParams):
+        return LSTMParams(w_x=d_wx, w_h=d_wh, b=d_b)
+    hidden = params.w_h.shape[0]
+    return GRUParams(w_x=d_wx, w_h=d_wh, b=d_b, b_hn=_sum_lead(du[..., 2 * hidden :], dtype))
+
+
+class StepRule(NamedTuple):
+    """A built-in cell's hand-derived step: ``forward``, its VJP, and the deltas the fast path uses."""
+
+    name: str
+    forward: Callable[..., tuple[Any, jax.Array, Any]]
+    step_vjp: Callable[..., tuple[Any, Any, jax.Array]]
+    delta: Callable[..., tuple[jax.Array, jax.Array, Any]]
+
+
+_RULES = {
+    _elman.step: StepRule("elman", elman_forward, elman_step_vjp, _elman_delta),
+    _lstm.step: StepRule("lstm", lstm_forward, lstm_step_vjp, _lstm_delta),
+    _gru.step: StepRule("gru", gru_forward, gru_step_vjp, _gru_delta),
+}
+
+
+def step_rule(cell: Cell) -> StepRule | None:
+    """The hand-derived rule of a built-in cell (``jaxrnn.elman``, ``lstm``, ``gru``), or None for a user cell."""
+    if not isinstance(cell, Cell):
+        return None
+    return _RULES.get(cell.step)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# BPTT
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _mask_tree(valid, new, old):
+    def pick(n, o):
+        m = valid.reshape(valid.shape + (1,) * (n.ndim - valid.ndim))
+        return jnp.where(m, n, o)
+
+    return jax.tree.map(pick, new, old)
+
+
+def forward_with_residuals(rule: StepRule, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1):
+    """Run the cell over ``xs_tm [T, *batch, D]`` keeping, per step, the carry it started from and the residuals.
+
+    Returns ``(final_carry, ys [T, *batch, H], carries_prev (stacked carry pytree [T, ...]), residuals [T, ...])``;
+    with ``lengths``, masked steps (``t >= lengths``) keep the carry and emit zeros, as :func:`jaxrnn.rnn` does.
+    """
+    times = jnp.arange(xs_tm.shape[0])
+
+    def body(c, inputs):
+        t, x = inputs
+        new_c, y, res = rule.forward(params, c, x)
+        if lengths is not None:
+            valid = t < lengths
+            new_c = _mask_tree(valid, new_c, c)
+            y = jnp.where(valid[..., None], y, jnp.zeros_like(y))
+        return new_c, (y, c, res)
+
+    final, (ys, carries, res) = lax.scan(body, carry, (times, xs_tm), reverse=reverse, unroll=unroll)
+    return final, ys, carries, res
+
+
+def _check_cotangent(value, name: str, expected, hint: str):
+    """``value`` as a pytree of arrays matching ``expected`` (ShapeDtypeStructs) in structure and shape."""
+
+    def as_array(v):
+        return as_float_array(v, name)
+
+    value = jax.tree.map(as_array, value)
+    check_tree_matches(value, expected, name, hint=hint)
+    return jax.tree.map(lambda v, e: jnp.asarray(v, e.dtype), value, expected)
+
+
+def bptt(cell: Cell, params, xs, carry0, dys, dcarry_T=None, *, lengths=None, time_major=False, reverse=False):
+    """Backpropagation through time by hand: the exact VJP of ``jaxrnn.rnn(cell, params, xs, carry0, ...)``.
+
+    With ``(final, ys) = rnn(cell, params, xs, carry0, lengths=lengths, reverse=reverse, time_major=time_major)``
+    and a scalar ``L`` with ``∂L/∂ys = dys`` and ``∂L/∂final = dcarry_T``, returns ``(∂L/∂params, ∂L/∂xs,
+    ∂L/∂carry0)``. One forward ``lax.scan`` keeps residuals; one reverse ``lax.scan`` runs the cell's step VJP
+    (:func:`elman_step_vjp`, :func:`lstm_step_vjp`, :func:`gru_step_vjp`) from the last step to the first::
+
+        dcarry_T given (zeros if None)
+        for t = T-1 .. 0:   dparams_t, dcarry_{t-1}, dx_t = step_vjp(params, carry_{t-1}, x_t, res_t, dcarry_t, dy_t)
+        dparams = Σ_t dparams_t
+
+    With ``lengths``, a masked step (``t >= lengths``) passed the carry through and emitted zero, so its VJP passes
+    ``dcarry`` through unchanged, ignores ``dy_t`` and contributes nothing to ``dparams`` and ``dx_t`` (zero).
+    With ``reverse=True`` the forward ran from ``T-1`` to 0, so the backward runs from 0 to ``T-1``.
+
+    Args:
+      cell: a built-in cell (``jaxrnn.elman`` with tanh or relu, ``jaxrnn.lstm``, ``jaxrnn.gru``).
+      params, xs, carry0, lengths, time_major, reverse: as for :func:`jaxrnn.rnn` (``carry0=None``: zeros).
+      dys: cotangent of ``ys``, shape ``[*batch, T, H]`` (``[T, *batch, H]`` with ``time_major``).
+      dcarry_T: cotangent of the final carry (the carry's structure, ``[*batch, H]`` leaves); None means zero.
+
+    Returns:
+      ``(dparams, dxs, dcarry0)``: the params' own type; ``dxs`` in the layout of ``xs``; ``dcarry0`` like the carry.
+    """
+    rule = step_rule(cell)
+    if rule is None:
+        name = getattr(cell, "name", type(cell).__name__)
+        raise ValueError(
+            f"cell must be a built-in cell (jaxrnn.elman, jaxrnn.lstm, jaxrnn.gru) to have a hand-derived VJP, got "
+            f"{name!r}; for your own cells use jax.vjp(lambda p, x: jaxrnn.rnn(cell, p, x), params, xs)"
+        )
+    prep = prepare(cell, params, xs, carry0, lengths=lengths, time_major=time_major)
+    num_steps, batch_shape = prep.xs.shape[0], prep.batch_shape
+    hidden = params.w_h.shape[0]
+    dtype = params.w_h.dtype
+    ys_shape = (num_steps, *batch_shape, hidden) if time_major else (*batch_shape, num_steps, hidden)
+    layout = "[time, *batch, H]" if time_major else "[*batch, time, H]"
+    dys = as_float_array(dys, "dys", layout=layout)
+    if tuple(dys.shape) != ys_shape:
+        raise ValueError(f"dys must have the shape of ys, {shape_str(ys_shape)} ({layout}), got {shape_str(dys.shape)}")
+    dys_tm = (dys if time_major else jnp.moveaxis(dys, -2, 0)).astype(dtype)
+    expected_carry = jax.eval_shape(lambda c: c, prep.carry)
+    if dcarry_T is None:
+        dcarry_T = jax.tree.map(jnp.zeros_like, prep.carry)
+    else:
+        dcarry_T = _check_cotangent(
+            dcarry_T, "dcarry_T", expected_carry, "It is the cotangent of the final carry, shaped like the carry."
+        )
+    return _bptt_impl(rule, params, prep.xs, prep.carry, dys_tm, dcarry_T, prep.lengths, reverse, time_major)
+
+
+def _bptt_scan(rule, params, xs_tm, carry, dys_tm, dcarry_T, lengths, reverse):
+    """The two scans of :func:`bptt` on validated time-major inputs. Returns ``(dparams, dxs_tm, dcarry0,
+    dcarries)`` where ``dcarries[t]`` is the cotangent of the carry after step ``t`` (before adding ``dys[t]``)."""
+    _, _, carries, res = forward_with_residuals(rule, params, xs_tm, carry, lengths, reverse=reverse)
+    times = jnp.arange(xs_tm.shape[0])
+    zero_params = jax.tree.map(jnp.zeros_like, params)
+
+    def body(acc, inputs):
+        dparams, dcarry = acc
+        t, x, c, r, dy = inputs
+        if lengths is not None:
+            valid = t < lengths
+            dy = jnp.where(valid[..., None], dy, jnp.zeros_like(dy))
+            dcarry_in = _mask_tree(valid, dcarry, jax.tree.map(jnp.zeros_like, dcarry))
+        else:
+            dcarry_in = dcarry
+        dp, dcarry_prev, dx = rule.step_vjp(params, c, x, r, dcarry_in, dy)
+        if lengths is not None:
+            dcarry_prev = _mask_tree(valid, dcarry_prev, dcarry)
+        dparams = jax.tree.map(jnp.add, dparams, dp)
+        return (dparams, dcarry_prev), (dx, dcarry)
+
+    (dparams, dcarry0), (dxs, dcarries) = lax.scan(
+        body, (zero_params, dcarry_T), (times, xs_tm, carries, res, dys_tm), reverse=not reverse
+    )
+    return dparams, dxs, dcarry0, dcarries
+
+
+def _bptt_impl(rule, params, xs_tm, carry, dys_tm, dcarry_T, lengths, reverse, time_major):
+    dparams, dxs, dcarry0, _ = _bptt_scan(rule, params, xs_tm, carry, dys_tm, dcarry_T, lengths, reverse)
+    return dparams, (dxs if time_major else jnp.moveaxis(dxs, 0, -2)), dcarry0

@@ -1,0 +1,94 @@
+"""The analytic fast path: the built-in cells' hand-derived backward as a ``jax.custom_vjp`` around the scan.
+
+``jaxrnn.rnn(cell, params, xs, grad="analytic")`` (opt-in; the default, ``grad=None``, is autodiff) runs :func:`analytic_scan`. Its forward is one ``lax.scan`` that
+keeps, per step, the carry it started from and the cell's residuals (:mod:`jaxrnn.analytic`). Its backward is one
+reverse ``lax.scan`` that carries only ``dcarry`` and emits the per-step pre-activation (gate) cotangents
+``da_t, du_t [*batch, G*H]``; everything that does not feed the recurrence is formed after the loop, one matmul
+each over time and batch::
+
+    dW_x = Σ_{t,b} x_tᵀ da_t        dW_h = Σ_{t,b} h_{t-1}ᵀ du_t        db = Σ_{t,b} da_t
+    dxs  = da W_xᵀ                  (all steps at once)
+
+Autodiff through ``lax.scan`` instead accumulates ``dW_x``, ``dW_h`` step by step inside the loop (two small
+matmuls and a read-modify-write of the accumulators per step), and computes ``dx_t`` in the loop too.
+
+Limits, by design:
+
+- **Forward mode does not work through a custom_vjp**: ``jax.jvp``, ``jax.jacfwd``, ``jax.linearize`` and
+  ``jax.hessian`` raise. Use ``grad="autodiff"`` for those. Reverse mode (``grad``, ``vjp``, ``jacrev``), ``jit``
+  and ``vmap`` work.
+- Only the built-in cells have the rule; the driver raises ``ValueError`` for ``grad="analytic"`` on a user cell.
+- Half precision: residuals are kept in the params' dtype; the after-loop matmuls and sums accumulate in float32.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxrnn.analytic import _RULES, StepRule, _acc_dtype, _assemble, _hidden, _mask_tree, forward_with_residuals
+
+__all__ = ["analytic_scan", "has_rule"]
+
+_BY_NAME = {rule.name: rule for rule in _RULES.values()}
+
+
+def has_rule(cell) -> bool:
+    """Whether ``cell`` is a built-in cell with a hand-derived backward."""
+    return getattr(cell, "step", None) in _RULES
+
+
+def analytic_scan(cell, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1):
+    """Like :func:`jaxrnn.driver.scan_cell` (time-major ``xs_tm [T, *batch, D]``, validated inputs) with the analytic
+    backward. Returns ``(final_carry, ys [T, *batch, H])``."""
+    rule = _RULES[cell.step]
+    return _scan(rule.name, bool(reverse), unroll, params, xs_tm, carry, lengths)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _scan(name, reverse, unroll, params, xs_tm, carry, lengths):
+    final, ys, _, _ = forward_with_residuals(
+        _BY_NAME[name], params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll
+    )
+    return final, ys
+
+
+def _scan_fwd(name, reverse, unroll, params, xs_tm, carry, lengths):
+    rule = _BY_NAME[name]
+    final, ys, carries, res = forward_with_residuals(
+        rule, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll
+    )
+    return (final, ys), (params, xs_tm, carries, res, lengths)
+
+
+def _scan_bwd(name, reverse, unroll, saved, cotangents):
+    rule: StepRule = _BY_NAME[name]
+    params, xs_tm, carries, res, lengths = saved
+    dfinal, dys = cotangents
+    dtype = params.w_h.dtype
+    dys = dys.astype(dtype)
+    dfinal = jax.tree.map(lambda d: d.astype(dtype), dfinal)
+    times = jnp.arange(xs_tm.shape[0])
+
+    def body(dcarry, inputs):
+        t, c, r, dy = inputs
+        if lengths is None:
+            da, du, dcarry_prev = rule.delta(params, c, r, dcarry, dy)
+            return dcarry_prev, (da, None if du is da else du)
+        valid = t < lengths
+        dy = jnp.where(valid[..., None], dy, jnp.zeros_like(dy))
+        zeros = jax.tree.map(jnp.zeros_like, dcarry)
+        da, du, dcarry_prev = rule.delta(params, c, r, _mask_tree(valid, dcarry, zeros), dy)
+        return _mask_tree(valid, dcarry_prev, dcarry), (da, None if du is da else du)
+
+    dcarry0, (da, du) = lax.scan(body, dfinal, (times, carries, res, dys), reverse=not reverse, unroll=unroll)
+    # Elman and LSTM: du is da (only the GRU's n gate differs), so it is emitted once.
+    dparams = _assemble(params, xs_tm, _hidden(carries), da, da if du is None else du)
+    dxs = jnp.matmul(da, params.w_x.T, preferred_element_type=_acc_dtype(dtype)).astype(xs_tm.dtype)
+    return dparams, dxs, dcarry0, None
+
+
+_scan.defvjp(_scan_fwd, _scan_bwd)

@@ -1,0 +1,156 @@
+"""Gradient flow through time and gate traces (jaxrnn.diagnostics)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrnn
+from jaxrnn import diagnostics
+
+CELLS = {
+    "elman_tanh": (jaxrnn.elman, {"activation": "tanh"}),
+    "elman_relu": (jaxrnn.elman, {"activation": "relu"}),
+    "lstm": (jaxrnn.lstm, {}),
+    "gru": (jaxrnn.gru, {}),
+}
+T, D, H = 6, 2, 3
+
+
+@pytest.fixture(autouse=True)
+def x64():
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", previous)
+
+
+def make_case(name, batch=(2, 3), seed=0):
+    cell, options = CELLS[name]
+    keys = jax.random.split(jax.random.key(seed), 3)
+    params = cell.init(keys[0], D, H, dtype=jnp.float64, **options)
+    params = params._replace(b=0.3 * jax.random.normal(keys[1], params.b.shape, jnp.float64))
+    xs = jax.random.normal(keys[2], (*batch, T, D), jnp.float64)
+    return cell, params, xs
+
+
+@pytest.mark.parametrize("name", ["elman_relu", "lstm", "gru"])
+def test_methods_agree_and_match_brute_force(name):
+    cell, params, xs = make_case(name, batch=(2, 1))
+    carry = jax.tree.map(lambda a: a + 0.1, cell.initial_state(params, (2, 1)))
+    auto = diagnostics.gradient_flow(cell, params, xs, carry)
+    hand = diagnostics.gradient_flow(cell, params, xs, carry, method="analytic")
+    assert auto.dloss_dh.shape == auto.dhT_dh.shape == (T,)
+    np.testing.assert_allclose(hand.dloss_dh, auto.dloss_dh, rtol=1e-10)
+    np.testing.assert_allclose(hand.dhT_dh, auto.dhT_dh, rtol=1e-10)
+    np.testing.assert_allclose(auto.dhT_dh[-1], np.sqrt(H), rtol=1e-12)  # the identity
+
+    # brute force, one sequence at a time: run to step t, then jacrev of "h_t -> h_{T-1}" with c_t held
+    states = []
+    c = carry
+    for t in range(T):
+        c, _ = cell.step(params, c, xs[..., t, :])
+        states.append(c)
+    norms_j, norms_g = np.zeros((T, 2, 1)), np.zeros((T, 2, 1))
+    for t in range(T):
+
+        def rest(h, t=t):
+            state = states[t]._replace(h=h) if hasattr(states[t], "_replace") else h
+            for s in range(t + 1, T):
+                state, _ = cell.step(params, state, xs[..., s, :])
+            return state.h if hasattr(state, "h") else state
+
+        h_t = states[t].h if hasattr(states[t], "h") else states[t]
+        jac = jax.jacrev(rest)(h_t)  # [2, 3, H, 2, 3, H], block diagonal over the batch
+        per_seq = jnp.einsum("abiabj->abij", jac)
+        norms_j[t] = np.linalg.norm(np.asarray(per_seq), axis=(-2, -1))
+        norms_g[t] = np.linalg.norm(np.asarray(per_seq).sum(-2), axis=-1)  # loss = sum: g = 1ᵀ J
+    np.testing.assert_allclose(auto.dhT_dh, norms_j.mean(axis=(1, 2)), rtol=1e-10)
+    np.testing.assert_allclose(auto.dloss_dh, norms_g.mean(axis=(1, 2)), rtol=1e-10)
+
+
+def test_custom_loss_no_batch_and_user_cell():
+    cell, params, xs = make_case("lstm", batch=())
+    target = jnp.arange(H, dtype=jnp.float64)
+
+    def loss_fn(h):
+        return 0.5 * jnp.sum((h - target) ** 2)
+
+    auto = diagnostics.gradient_flow(cell, params, xs, loss_fn=loss_fn)
+    hand = diagnostics.gradient_flow(cell, params, xs, loss_fn=loss_fn, method="analytic")
+    np.testing.assert_allclose(hand.dloss_dh, auto.dloss_dh, rtol=1e-10)
+    h_last = jaxrnn.rnn(cell, params, xs)[0].h
+    np.testing.assert_allclose(auto.dloss_dh[-1], jnp.linalg.norm(h_last - target), rtol=1e-12)
+    # a user cell (same maths, different function) goes through autodiff and gives the same curves
+    mine = jaxrnn.Cell(
+        jaxrnn.lstm.init, jaxrnn.lstm.initial_state, lambda p, c, x: jaxrnn.lstm.step(p, c, x), name="mine"
+    )
+    theirs = diagnostics.gradient_flow(mine, params, xs, loss_fn=loss_fn)
+    np.testing.assert_allclose(theirs.dhT_dh, auto.dhT_dh, rtol=1e-12)
+
+
+def test_gradient_flow_errors():
+    cell, params, xs = make_case("gru")
+    with pytest.raises(ValueError, match="method must be one of"):
+        diagnostics.gradient_flow(cell, params, xs, method="numeric")
+    with pytest.raises(ValueError, match="loss_fn must return a scalar"):
+        diagnostics.gradient_flow(cell, params, xs, loss_fn=lambda h: h)
+    with pytest.raises(TypeError, match="loss_fn must be a callable"):
+        diagnostics.gradient_flow(cell, params, xs, loss_fn=3)
+    with pytest.raises(ValueError, match="xs has 5 features"):
+        diagnostics.gradient_flow(cell, params, jnp.ones((T, 5)))
+    mine = jaxrnn.Cell(jaxrnn.gru.init, jaxrnn.gru.initial_state, lambda p, c, x: jaxrnn.gru.step(p, c, x), name="mine")
+    with pytest.raises(ValueError, match="method='analytic' needs a built-in cell"):
+        diagnostics.gradient_flow(mine, params, xs, method="analytic")
+    odd = jaxrnn.Cell(
+        lambda *a, **k: None,
+        lambda p, batch_shape=(): (jnp.zeros((*batch_shape, H)), jnp.zeros((*batch_shape, H))),
+        lambda p, c, x: ((c[0] + x[..., :1], c[1]), c[0]),
+        name="pair",
+    )
+    with pytest.raises(ValueError, match="field named 'h'"):
+        diagnostics.gradient_flow(odd, params, xs)
+
+
+def test_gate_traces_lstm_gru_elman():
+    lengths = jnp.array([[T, 3, 0], [1, 5, 2]])
+    valid = (np.arange(T) < np.asarray(lengths)[..., None])[..., None]  # [2, 3, T, 1]
+    for name in ["elman_tanh", "lstm", "gru"]:
+        cell, params, xs = make_case(name)
+        carry = jax.tree.map(lambda a: a + 0.2, cell.initial_state(params, (2, 3)))
+        traces = diagnostics.gate_traces(cell, params, xs, carry, lengths=lengths)
+        _, ys = jaxrnn.rnn(cell, params, xs, carry, lengths=lengths, grad="autodiff")
+        for leaf in jax.tree.leaves(traces):
+            assert leaf.shape == (2, 3, T, H)
+            assert np.all(np.asarray(leaf)[~np.broadcast_to(valid, leaf.shape)] == 0)
+        if name == "lstm":
+            assert isinstance(traces, jaxrnn.LSTMGates)
+            np.testing.assert_allclose(traces.o * jnp.tanh(traces.c), ys, atol=1e-14)
+            # step 0 equals lstm.gates on the initial carry
+            first = jaxrnn.cells.lstm.gates(params, carry, xs[..., 0, :])
+            for got, want in zip(traces, first):
+                np.testing.assert_allclose(got[..., 0, :][np.asarray(lengths) > 0], want[np.asarray(lengths) > 0])
+        elif name == "gru":
+            assert isinstance(traces, jaxrnn.GRUGates)
+            # h' = (1 − z) n + z h, with h the previous output (or the initial carry)
+            h_prev = jnp.concatenate([carry[..., None, :], ys[..., :-1, :]], axis=-2)
+            h_new = (1 - traces.z) * traces.n + traces.z * h_prev
+            np.testing.assert_allclose(jnp.where(valid, h_new, 0.0), ys, atol=1e-14)
+        else:
+            assert isinstance(traces, diagnostics.ElmanTrace)
+            np.testing.assert_allclose(traces.h, ys, atol=0)
+
+
+def test_gate_traces_time_major_and_errors():
+    cell, params, xs = make_case("lstm")
+    tm = diagnostics.gate_traces(cell, params, jnp.moveaxis(xs, -2, 0), time_major=True)
+    bm = diagnostics.gate_traces(cell, params, xs)
+    assert tm.f.shape == (T, 2, 3, H)
+    np.testing.assert_allclose(jnp.moveaxis(tm.f, 0, -2), bm.f)
+    mine = jaxrnn.Cell(
+        jaxrnn.lstm.init, jaxrnn.lstm.initial_state, lambda p, c, x: jaxrnn.lstm.step(p, c, x), name="mine"
+    )
+    with pytest.raises(ValueError, match="gate_traces knows the gates of the built-in cells"):
+        diagnostics.gate_traces(mine, params, xs)
+    with pytest.raises(ValueError, match="lengths"):
+        diagnostics.gate_traces(cell, params, xs, lengths=jnp.array([1, 2]))

@@ -1,0 +1,160 @@
+"""The analytic fast path (jaxrnn.rnn(..., grad="analytic")): same values and gradients as autodiff."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrnn
+
+CELLS = {
+    "elman_tanh": (jaxrnn.elman, {"activation": "tanh"}),
+    "elman_relu": (jaxrnn.elman, {"activation": "relu"}),
+    "lstm": (jaxrnn.lstm, {}),
+    "gru": (jaxrnn.gru, {}),
+}
+BATCH, T, D, H = (2, 3), 6, 3, 4
+LENGTHS = np.array([[6, 3, 0], [1, 5, 2]], np.int32)
+
+
+def make_case(name, dtype=jnp.float32, seed=0):
+    cell, options = CELLS[name]
+    keys = jax.random.split(jax.random.key(seed), 4)
+    params = cell.init(keys[0], D, H, dtype=dtype, **options)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    noise = [0.2 * jax.random.normal(k, p.shape, dtype) for p, k in zip(leaves, jax.random.split(keys[1], len(leaves)))]
+    params = jax.tree_util.tree_unflatten(tree, [p + n for p, n in zip(leaves, noise)])
+    xs = jax.random.normal(keys[2], (*BATCH, T, D), dtype)
+    carry0 = jax.tree.map(lambda a: 0.5 * jax.random.normal(keys[3], a.shape, dtype), cell.initial_state(params, BATCH))
+    return cell, params, xs, carry0
+
+
+def make_loss(cell, grad, **kwargs):
+    """A loss that puts a nonzero cotangent on every output and on the final carry."""
+
+    def loss(params, xs, carry0):
+        final, ys = jaxrnn.rnn(cell, params, xs, carry0, grad=grad, **kwargs)
+        carry_term = sum(jnp.sum(jnp.cos(leaf.astype(jnp.float32))) for leaf in jax.tree.leaves(final))
+        return (
+            jnp.sum(
+                jnp.sin(ys.astype(jnp.float32))
+                * jnp.arange(1.0, ys.shape[-1] + 1).reshape((1,) * (ys.ndim - 1) + (-1,))
+            )
+            + carry_term
+        )
+
+    return loss
+
+
+def rel_err(a, b):
+    return max(
+        float(jnp.linalg.norm(jnp.ravel(x - y)) / max(float(jnp.linalg.norm(jnp.ravel(x))), 1e-30))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "with_lengths", "reverse"),
+    [
+        ("lstm", False, False),
+        ("lstm", True, False),
+        ("lstm", True, True),
+        ("gru", False, False),
+        ("gru", True, True),
+        ("elman_tanh", True, False),
+        ("elman_relu", True, True),
+    ],
+)
+def test_analytic_gradients_equal_autodiff_float32_jit(name, with_lengths, reverse):
+    cell, params, xs, carry0 = make_case(name)
+    kwargs = {"lengths": jnp.asarray(LENGTHS) if with_lengths else None, "reverse": reverse}
+    grads = {
+        grad: jax.jit(jax.value_and_grad(make_loss(cell, grad, **kwargs), argnums=(0, 1, 2)))(params, xs, carry0)
+        for grad in ("autodiff", "analytic")
+    }
+    (loss_ad, g_ad), (loss_an, g_an) = grads["autodiff"], grads["analytic"]
+    np.testing.assert_allclose(loss_an, loss_ad, rtol=1e-6)
+    assert jax.tree.structure(g_an) == jax.tree.structure(g_ad)
+    assert rel_err(g_ad, g_an) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["gru"])
+def test_float64_analytic_matches_autodiff_exactly(name):
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        cell, params, xs, carry0 = make_case(name, dtype=jnp.float64, seed=1)
+        kwargs = {"lengths": jnp.asarray(LENGTHS), "time_major": True}
+        xs = jnp.moveaxis(xs, -2, 0)
+        g_default = jax.grad(make_loss(cell, "analytic", **kwargs), argnums=(0, 1, 2))(params, xs, carry0)
+        g_ad = jax.grad(make_loss(cell, "autodiff", **kwargs), argnums=(0, 1, 2))(params, xs, carry0)
+        assert rel_err(g_ad, g_default) < 1e-12
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.mark.parametrize("name", ["lstm"])
+def test_bfloat16_runs(name):
+    cell, params, xs, carry0 = make_case(name, dtype=jnp.bfloat16)
+    lengths = jnp.asarray(LENGTHS)
+    grad_fn = jax.jit(jax.grad(make_loss(cell, "analytic", lengths=lengths)))
+    g = grad_fn(params, xs, carry0)
+    assert all(leaf.dtype == jnp.bfloat16 for leaf in jax.tree.leaves(g))
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
+    # close to the float32 gradient of the same (rounded) weights
+    up = jax.tree.map(lambda a: a.astype(jnp.float32), (params, xs, carry0))
+    g32 = jax.grad(make_loss(cell, "autodiff", lengths=lengths))(*up)
+    assert rel_err(g32, jax.tree.map(lambda a: a.astype(jnp.float32), g)) < 0.1
+
+
+def test_forward_values_identical_and_vmap_jacrev():
+    cell, params, xs, carry0 = make_case("lstm")
+    lengths = jnp.asarray(LENGTHS)
+    out_ad = jaxrnn.rnn(cell, params, xs, carry0, lengths=lengths, grad="autodiff")
+    out_an = jaxrnn.rnn(cell, params, xs, carry0, lengths=lengths, grad="analytic")
+    assert rel_err(out_ad, out_an) == 0.0
+    # vmap over an extra leading axis, and jacrev, go through the custom_vjp
+    f = lambda x, g: jaxrnn.rnn(cell, params, x, grad=g)[1][-1, -1]  # noqa: E731
+    jac_ad = jax.jacrev(f)(xs[0, 0], "autodiff")
+    jac_an = jax.jacrev(f)(xs[0, 0], "analytic")
+    assert rel_err(jac_ad, jac_an) < 1e-5
+    per = jax.vmap(jax.grad(lambda p, x: jnp.sum(jaxrnn.rnn(cell, p, x, grad="analytic")[1])), in_axes=(None, 0))(
+        params, xs
+    )
+    assert per.w_h.shape == (2, H, 4 * H)
+
+
+def test_checkpoint_every_falls_back_to_autodiff():
+    cell, params, xs, carry0 = make_case("gru")
+    g_ck = jax.grad(make_loss(cell, "analytic", checkpoint_every=4))(params, xs, carry0)
+    g_ad = jax.grad(make_loss(cell, "autodiff"))(params, xs, carry0)
+    assert rel_err(g_ad, g_ck) < 1e-5
+    # forward mode works there, since no custom_vjp is involved
+    jax.jvp(lambda p: jaxrnn.rnn(cell, p, xs, checkpoint_every=4)[1], (params,), (params,))
+
+
+def test_default_grad_and_forward_mode():
+    cell, params, xs, _ = make_case("lstm")
+    # the analytic path is a custom_vjp: forward mode raises there; the default (autodiff) supports it
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jvp(lambda p: jaxrnn.rnn(cell, p, xs, grad="analytic")[1], (params,), (params,))
+    jax.jvp(lambda p: jaxrnn.rnn(cell, p, xs)[1], (params,), (params,))
+    # user cells always use autodiff
+    mine = jaxrnn.Cell(
+        jaxrnn.lstm.init, jaxrnn.lstm.initial_state, lambda p, c, x: jaxrnn.lstm.step(p, c, x), name="mine"
+    )
+    _, tangent = jax.jvp(lambda p: jaxrnn.rnn(mine, p, xs)[1], (params,), (params,))
+    assert tangent.shape == (*BATCH, T, H)
+
+
+def test_grad_option_errors():
+    cell, params, xs, _ = make_case("elman_tanh")
+    mine = jaxrnn.Cell(
+        jaxrnn.elman.init, jaxrnn.elman.initial_state, lambda p, c, x: jaxrnn.elman.step(p, c, x), name="mine"
+    )
+    with pytest.raises(ValueError, match="grad='analytic' needs a built-in cell .*'mine'"):
+        jaxrnn.rnn(mine, params, xs, grad="analytic")
+    with pytest.raises(ValueError, match=r"grad must be one of \('autodiff', 'analytic'\) or None, got 'manual'"):
+        jaxrnn.rnn(cell, params, xs, grad="manual")
+    _, ys = jaxrnn.rnn(mine, params, xs, grad="autodiff")
+    assert ys.shape == (*BATCH, T, H)
