@@ -245,3 +245,27 @@ def test_error_bad_options():
         jaxrnn.rnn(cell, params, xs, checkpoint_every=0)
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         jaxrnn.truncated_rnn(cell, params, xs, chunk_size=-2)
+
+
+# --- property: masking with any lengths equals each sequence run alone, step by step -------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_PROP_CELL, _PROP_PARAMS = make("gru", 2, 3)
+_PROP_XS = random_xs((4, 6, 2), seed=7)
+_PROP_RUN = jax.jit(
+    lambda n, rev: jaxrnn.rnn(_PROP_CELL, _PROP_PARAMS, _PROP_XS, lengths=n, reverse=rev), static_argnums=1
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(lengths=st.lists(st.integers(0, 6), min_size=4, max_size=4), reverse=st.booleans())
+def test_property_lengths_mask_matches_per_sequence_loop(lengths, reverse):
+    final, ys = _PROP_RUN(jnp.array(lengths), reverse)
+    for i, n in enumerate(lengths):
+        carry, expected = jnp.zeros(3), np.zeros((6, 3), np.float32)
+        for t in reversed(range(n)) if reverse else range(n):
+            carry, expected[t] = _PROP_CELL.step(_PROP_PARAMS, carry, _PROP_XS[i, t])
+        np.testing.assert_allclose(ys[i], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(final[i], carry, rtol=1e-5, atol=1e-6)
