@@ -4,7 +4,7 @@ Parameters are pytrees made by ``init(key, ...)``; cells are ``lax.scan`` bodies
 driver, :func:`rnn`, runs any cell over a sequence. See README.md for a tour.
 """
 
-from jaxrnn import analytic, cells, checkpoint, data, diagnostics, losses, mlp, parallel, train
+from jaxrnn import analytic, cells, checkpoint, data, diagnostics, interop, losses, mlp, parallel, train
 from jaxrnn.cells import Cell
 from jaxrnn.cells.elman import ElmanParams
 from jaxrnn.cells.gru import GRUGates, GRUParams
@@ -44,6 +44,7 @@ __all__ = [
     "evaluate",
     "fit",
     "init_state",
+    "interop",
     "make_eval_step",
     "make_train_step",
     "parallel",

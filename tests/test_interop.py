@@ -1,0 +1,526 @@
+"""jaxrnn.interop against the real PyTorch and Keras 3: outputs, final states and gradients agree numerically.
+
+Every comparison runs on random weights (biases included), random inputs and ragged lengths (PackedSequence on the
+torch side, a right-padding mask on the Keras side); gradients are compared after mapping the peer's gradient through
+the same conversion (for the split biases: d b = d bias_ih, and d bias_hh equals it block by block).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrnn
+from jaxrnn import interop
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+B, T, D, H = 3, 6, 3, 4
+TOL = {"float32": 1e-5, "float64": 1e-10}
+# Keras 3.15 on JAX computes tanh in float32 even for float64 layers (keras.ops.tanh(float64) -> float32, and a
+# float64 SimpleRNN fails on its own scan carry), so its float64 layers are accurate to ~1e-8 (outputs) and ~1e-7 (gradients) only. The float64
+# mapping is checked to 1e-10 against a NumPy float64 reference of Keras' own equations instead.
+KERAS_FLOAT64_TOL = 1e-6
+
+
+def _lengths(seed=0):
+    return np.array([T, 2, 4])[:B].astype(np.int32)
+
+
+def _assert_trees_close(ours, theirs, tol, what):
+    ours_leaves, ours_def = jax.tree.flatten(ours)
+    theirs_leaves, theirs_def = jax.tree.flatten(theirs)
+    assert ours_def == theirs_def, what
+    for a, b in zip(ours_leaves, theirs_leaves):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=tol, rtol=0, err_msg=what)
+
+
+def _zero_bias_grads(grads):
+    def zero(p):
+        fields = {f: jnp.zeros_like(getattr(p, f)) for f in ("b", "b_hn") if hasattr(p, f)}
+        return p._replace(**fields)
+
+    return tuple(jaxrnn.Bidirectional(zero(e.forward), zero(e.backward)) if isinstance(e, jaxrnn.Bidirectional)
+                 else zero(e) for e in grads)  # fmt: skip
+
+
+def _stack_carry(layer, carry):
+    """Our final carry as torch's ``h_n`` (and ``c_n``), in JAX (differentiable)."""
+    states = []
+    for entry in carry:
+        states.extend(entry if layer.bidirectional else [entry])
+    if layer.cell is jaxrnn.lstm:
+        return jnp.stack([s.h for s in states]), jnp.stack([s.c for s in states])
+    return (jnp.stack(states),)
+
+
+# ----------------------------------------------------------------------------------------------------------- PyTorch
+TORCH_KINDS = {
+    "rnn_tanh": lambda **kw: torch.nn.RNN(nonlinearity="tanh", **kw),
+    "rnn_relu": lambda **kw: torch.nn.RNN(nonlinearity="relu", **kw),
+    "lstm": lambda **kw: torch.nn.LSTM(**kw),
+    "gru": lambda **kw: torch.nn.GRU(**kw),
+}
+
+
+def _torch_module(kind, *, num_layers=1, bidirectional=False, dtype="float32", seed=0, **kw):
+    torch.manual_seed(seed)
+    options = dict(input_size=D, hidden_size=H, num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
+    options.update(kw)
+    module = TORCH_KINDS[kind](**options)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.5 * torch.randn_like(p))  # biases nonzero, b_ih != b_hh
+    return module.double() if dtype == "float64" else module
+
+
+def _torch_run(module, x, lengths, batch_first=True):
+    """Module output (padded back to T), states and the input tensor, on a PackedSequence."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    x = torch.tensor(x, requires_grad=True)
+    packed = pack_padded_sequence(x, torch.tensor(lengths), batch_first=batch_first, enforce_sorted=False)
+    out, hx = module(packed)
+    out, _ = pad_packed_sequence(out, batch_first=batch_first, total_length=T)
+    states = hx if isinstance(hx, tuple) else (hx,)
+    return x, out, states
+
+
+def _torch_grads_as_ours(module, kind, tol):
+    """Torch's parameter gradients mapped through from_torch: bias_ih carries d b; of bias_hh only GRU's n block
+    (d b_hn) is kept, after checking that its other blocks equal bias_ih's (they enter the same sum)."""
+    grads = {}
+    for name, p in module.named_parameters():
+        grads[name] = p.grad.detach().clone()
+    for name in list(grads):
+        if name.startswith("bias_hh"):
+            g_hh, g_ih = grads[name], grads[name.replace("bias_hh", "bias_ih")]
+            shared = 2 * H if kind == "gru" else g_hh.shape[0]
+            torch.testing.assert_close(g_hh[:shared], g_ih[:shared], rtol=0, atol=tol)
+            g_hh[:shared] = 0
+    nonlinearity = "relu" if kind == "rnn_relu" else "tanh"
+    return interop.from_torch(grads, nonlinearity=nonlinearity)[1]
+
+
+def _check_against_torch(kind, num_layers, bidirectional, dtype, *, batch_first=True, bias=True):
+    tol = TOL[dtype]
+    module = _torch_module(kind, num_layers=num_layers, bidirectional=bidirectional, dtype=dtype,
+                           batch_first=batch_first, bias=bias)  # fmt: skip
+    layer, params = interop.from_torch(module)
+    rng = np.random.default_rng(1)
+    shape = (B, T, D) if batch_first else (T, B, D)
+    x = rng.standard_normal(shape).astype(dtype)
+    lengths = _lengths()
+    width = 2 * H if bidirectional else H
+    r_out = rng.standard_normal(shape[:2] + (width,)).astype(dtype)
+    n_states = num_layers * (2 if bidirectional else 1)
+    r_states = [rng.standard_normal((n_states, B, H)).astype(dtype) for _ in range(2 if kind == "lstm" else 1)]
+
+    # torch: forward on a PackedSequence, then backward of a random linear functional of outputs and states
+    x_t, out_t, states_t = _torch_run(module, x, lengths, batch_first)
+    loss_t = (out_t * torch.tensor(r_out)).sum() + sum((s * torch.tensor(r)).sum() for s, r in zip(states_t, r_states))
+    loss_t.backward()
+
+    def loss(params, xs):
+        final, ys = layer.apply(params, xs, lengths=lengths, time_major=not batch_first)
+        states = _stack_carry(layer, final)
+        total = jnp.sum(ys * r_out) + sum(jnp.sum(s * r) for s, r in zip(states, r_states))
+        return total, (ys, final)
+
+    (_, (ys, final)), (g_params, g_x) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
+        params, jnp.asarray(x)
+    )
+    assert ys.dtype == jnp.dtype(dtype)
+    np.testing.assert_allclose(np.asarray(ys), out_t.detach().numpy(), atol=tol, rtol=0)
+    hx = interop.carry_to_torch(layer, final)
+    for ours, theirs in zip(hx if isinstance(hx, tuple) else (hx,), states_t):
+        np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), atol=tol, rtol=0)
+    np.testing.assert_allclose(np.asarray(g_x), x_t.grad.numpy(), atol=tol, rtol=0)
+    if not bias:  # torch has no bias to differentiate; ours are zeros that it cannot train
+        g_params = _zero_bias_grads(g_params)
+    _assert_trees_close(g_params, _torch_grads_as_ours(module, kind, tol), tol, "dL/dparams")
+    return layer, params, module
+
+
+@pytest.mark.parametrize("kind", list(TORCH_KINDS))
+@pytest.mark.parametrize("num_layers,bidirectional", [(1, False), (2, True)])
+def test_torch_outputs_states_and_gradients_float32(kind, num_layers, bidirectional):
+    _check_against_torch(kind, num_layers, bidirectional, "float32")
+
+
+@pytest.mark.parametrize("kind", ["rnn_tanh", "lstm", "gru"])
+def test_torch_float64(kind):
+    with jax.enable_x64(True):
+        layer, params, _ = _check_against_torch(kind, 2, True, "float64")
+        assert params[0].forward.w_x.dtype == jnp.float64
+
+
+def test_torch_time_major_module_and_no_bias():
+    layer, params, _ = _check_against_torch("gru", 2, False, "float32", batch_first=False, bias=False)
+    assert not np.any(np.asarray(params[1].b)) and not np.any(np.asarray(params[1].b_hn))
+    _check_against_torch("lstm", 1, True, "float32", bias=False)
+
+
+@pytest.mark.parametrize("kind", list(TORCH_KINDS))
+def test_torch_round_trip_is_the_same_function(kind):
+    module = _torch_module(kind, num_layers=2, bidirectional=True, dropout=0.25)
+    layer, params = interop.from_torch(module)
+    assert (layer.num_layers, layer.bidirectional, layer.merge, layer.dropout) == (2, True, "concat", 0.25)
+    back = interop.to_torch(layer, params)
+    assert type(back) is type(module) and back.batch_first and back.dropout == 0.25
+    assert back.nonlinearity == module.nonlinearity if kind.startswith("rnn") else True
+    x = np.random.default_rng(2).standard_normal((B, T, D)).astype(np.float32)
+    lengths = _lengths()
+    _, out_a, states_a = _torch_run(module.eval(), x, lengths)
+    _, out_b, states_b = _torch_run(back.eval(), x, lengths)
+    torch.testing.assert_close(out_b, out_a, atol=1e-5, rtol=0)
+    for a, b in zip(states_a, states_b):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+    # ours -> torch -> ours is exact: the combined bias sits in bias_ih, bias_hh holds zeros (GRU: b_hn)
+    layer2, params2 = interop.from_torch(back)
+    assert layer2 == layer._replace(init=layer2.init, apply=layer2.apply)
+    _assert_trees_close(params2, params, 0.0, "round trip")
+
+
+def test_torch_round_trip_from_jaxrnn_float64():
+    with jax.enable_x64(True):
+        layer = jaxrnn.stack(jaxrnn.elman, 2, bidirectional=True)
+        params = layer.init(jax.random.key(0), D, H, dtype=jnp.float64, activation="relu")
+        params = jax.tree.map(lambda p: p + 0.1, params)  # nonzero biases
+        module = interop.to_torch(layer, params)
+        assert module.nonlinearity == "relu" and module.weight_ih_l0.dtype == torch.float64
+        x = np.random.default_rng(3).standard_normal((B, T, D))
+        _, out, (h_n,) = _torch_run(module, x, _lengths())
+        final, ys = layer.apply(params, x, lengths=_lengths())
+        np.testing.assert_allclose(np.asarray(ys), out.detach().numpy(), atol=1e-10, rtol=0)
+        np.testing.assert_allclose(interop.carry_to_torch(layer, final).numpy(), h_n.detach().numpy(), atol=1e-10)
+
+
+def test_torch_state_dict_prefix_and_initial_state():
+    module = _torch_module("lstm", num_layers=2, bidirectional=True)
+    layer, params = interop.from_torch(module)
+    layer_sd, params_sd = interop.from_torch(module.state_dict())
+    assert (layer_sd.cell, layer_sd.num_layers, layer_sd.bidirectional) == (jaxrnn.lstm, 2, True)
+    _assert_trees_close(params_sd, params, 0.0, "state_dict")
+    model = torch.nn.ModuleDict({"encoder": torch.nn.ModuleDict({"rnn": module}), "head": torch.nn.Linear(8, 2)})
+    _, params_prefixed = interop.from_torch(model.state_dict(), prefix="encoder.rnn.")
+    _assert_trees_close(params_prefixed, params, 0.0, "prefix")
+
+    # an initial state through carry_from_torch, and back through carry_to_torch
+    rng = np.random.default_rng(4)
+    h0, c0 = (torch.tensor(rng.standard_normal((4, B, H)).astype(np.float32)) for _ in range(2))
+    x = rng.standard_normal((B, T, D)).astype(np.float32)
+    out, (h_n, c_n) = module(torch.tensor(x), (h0, c0))
+    carry = interop.carry_from_torch(layer, (h0, c0))
+    assert isinstance(carry[1], jaxrnn.Bidirectional) and isinstance(carry[1].backward, jaxrnn.LSTMState)
+    final, ys = layer.apply(params, x, carry)
+    np.testing.assert_allclose(np.asarray(ys), out.detach().numpy(), atol=1e-5, rtol=0)
+    h, c = interop.carry_to_torch(layer, final)
+    torch.testing.assert_close(h, h_n.detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(c, c_n.detach(), atol=1e-5, rtol=0)
+    h_back, c_back = interop.carry_to_torch(layer, carry)
+    assert torch.equal(h_back, h0) and torch.equal(c_back, c0)
+
+
+def test_torch_errors():
+    with pytest.raises(ValueError, match="proj_size=2"):
+        interop.from_torch(torch.nn.LSTM(D, H, proj_size=2))
+    with pytest.raises(ValueError, match="proj_size > 0"):
+        interop.from_torch(torch.nn.LSTM(D, H, proj_size=2).state_dict())
+    with pytest.raises(TypeError, match="torch.nn.RNN, nn.LSTM or nn.GRU.*got Linear"):
+        interop.from_torch(torch.nn.Linear(D, H))
+    sd = _torch_module("gru", num_layers=2, bidirectional=True).state_dict()
+    with pytest.raises(ValueError, match="missing keys.*bias_hh_l1_reverse"):
+        interop.from_torch({k: v for k, v in sd.items() if k != "bias_hh_l1_reverse"})
+    with pytest.raises(ValueError, match="missing key.*weight_hh_l0"):
+        interop.from_torch({k: v for k, v in sd.items() if k != "weight_hh_l0"})
+    with pytest.raises(ValueError, match="unexpected keys.*'head.weight'.*prefix="):
+        interop.from_torch({**sd, "head.weight": torch.zeros(2)})
+    with pytest.raises(ValueError, match="kind='lstm' expects weight_hh_l0 of shape \\[4\\*4, 4\\], got \\[12, 4\\]"):
+        interop.from_torch(sd, kind="lstm")
+    with pytest.raises(ValueError, match="weight_ih_l1 must have shape \\[12, 8\\], got \\[12, 4\\]"):
+        interop.from_torch({**sd, "weight_ih_l1": torch.zeros(12, 4)})
+    with pytest.raises(ValueError, match="bias_ih_l0 must have shape \\[12\\], got \\[4\\]"):
+        interop.from_torch({**sd, "bias_ih_l0": torch.zeros(4)})
+    with pytest.raises(ValueError, match="2 gate blocks"):
+        interop.from_torch({"weight_ih_l0": torch.zeros(8, D), "weight_hh_l0": torch.zeros(8, H)})
+    with pytest.raises(ValueError, match="kind='gru' contradicts the module"):
+        interop.from_torch(torch.nn.LSTM(D, H), kind="gru")
+    with pytest.raises(ValueError, match="nonlinearity='tanh' contradicts the module's nonlinearity 'relu'"):
+        interop.from_torch(torch.nn.RNN(D, H, nonlinearity="relu"), nonlinearity="tanh")
+    with pytest.raises(ValueError, match="nonlinearity must be one of"):
+        interop.from_torch(sd, nonlinearity="sigmoid")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        interop.from_torch(sd, kind="transformer")
+
+    layer = jaxrnn.stack(jaxrnn.gru, 1, bidirectional=True, merge="sum")
+    params = layer.init(jax.random.key(0), D, H)
+    with pytest.raises(ValueError, match="layer.merge must be 'concat', got 'sum'"):
+        interop.to_torch(layer, params)
+    layer = jaxrnn.stack(jaxrnn.lstm, 1, recurrent_dropout=0.1)
+    params = layer.init(jax.random.key(0), D, H)
+    with pytest.raises(ValueError, match="recurrent_dropout=0.1 has no PyTorch counterpart"):
+        interop.to_torch(layer, params)
+    assert isinstance(interop.to_torch(layer, params, ignore_dropout=True), torch.nn.LSTM)
+    custom = jaxrnn.stack(jaxrnn.Cell(jaxrnn.lstm.init, jaxrnn.lstm.initial_state, jaxrnn.lstm.step, name="mine"))
+    with pytest.raises(ValueError, match="layer.cell must be jaxrnn.elman, jaxrnn.lstm or jaxrnn.gru"):
+        interop.to_torch(custom, params)
+    with pytest.raises(TypeError, match="params must be a tuple of 1"):
+        interop.to_torch(layer, params[0])
+    with pytest.raises(ValueError, match="hx must have shape \\[num_layers \\* num_directions = 1"):
+        interop.carry_from_torch(jaxrnn.stack(jaxrnn.gru), torch.zeros(2, B, H))
+
+
+# ------------------------------------------------------------------------------------------------------------- Keras
+def _keras_broadcasts():
+    """Keras itself relies on rank promotion (Orthogonal init, bias adds), which tests/conftest.py makes raise."""
+    return jax.numpy_rank_promotion("allow")
+
+
+@pytest.fixture(scope="module")
+def keras():
+    return pytest.importorskip("keras")
+
+
+def _keras_rnn(keras, kind, **kw):
+    options = dict(return_sequences=True, return_state=True, zero_output_for_mask=True)
+    options.update(kw)
+    if kind == "simple_rnn_relu":
+        return keras.layers.SimpleRNN(H, activation="relu", **options)
+    return {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[kind](
+        H, **options
+    )
+
+
+def _randomize(klayer, seed, dtype):
+    rng = np.random.default_rng(seed)
+    klayer.set_weights([(0.5 * rng.standard_normal(w.shape)).astype(dtype) for w in klayer.get_weights()])
+
+
+def _keras_grads_as_ours(kind, grads, merge, tol):
+    """Keras' weight gradients mapped through from_keras: of the GRU's recurrent bias row only the h block
+    (d b_hn) is kept, after checking that its z, r blocks equal the input row's (they enter the same sum)."""
+    grads = [np.array(g) for g in grads]
+    if kind == "gru":
+        for bias in grads[2::3]:
+            np.testing.assert_allclose(bias[1, : 2 * H], bias[0, : 2 * H], rtol=0, atol=tol)
+            bias[1, : 2 * H] = 0
+    return interop.from_keras(grads, merge=merge, activation="relu" if kind == "simple_rnn_relu" else "tanh")[1]
+
+
+def _check_against_keras(keras, kind, merge, dtype, **kw):
+    tol = KERAS_FLOAT64_TOL if dtype == "float64" else TOL[dtype]
+    inner = _keras_rnn(keras, kind, dtype=dtype, **kw)
+    klayer = keras.layers.Bidirectional(inner, merge_mode=merge) if merge else inner
+    with _keras_broadcasts():
+        klayer.build((None, T, D))
+    _randomize(klayer, 5, dtype)
+    layer, params = interop.from_keras(klayer)
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.standard_normal((B, T, D)).astype(dtype))
+    lengths = _lengths()
+    mask = jnp.arange(T)[None, :] < jnp.asarray(lengths)[:, None]
+    width = 2 * H if merge == "concat" else H
+    r_out = jnp.asarray(rng.standard_normal((B, T, width)).astype(dtype))
+    n_states = (2 if kind == "lstm" else 1) * (2 if merge else 1)
+    r_states = [jnp.asarray(rng.standard_normal((B, H)).astype(dtype)) for _ in range(n_states)]
+
+    def keras_loss(weights, xs):
+        with _keras_broadcasts():
+            outputs, _ = klayer.stateless_call(weights, state, xs, mask=mask)
+        total = jnp.sum(outputs[0] * r_out) + sum(jnp.sum(s * r) for s, r in zip(outputs[1:], r_states))
+        return total, outputs
+
+    def our_loss(params, xs):
+        final, ys = layer.apply(params, xs, lengths=lengths)
+        states = interop.carry_to_keras(layer, final)
+        return jnp.sum(ys * r_out) + sum(jnp.sum(s * r) for s, r in zip(states, r_states)), (ys, states)
+
+    weights = [v.value for v in klayer.trainable_variables]
+    state = [v.value for v in klayer.non_trainable_variables]  # the seed generator of recurrent_dropout
+    (_, k_out), (k_gw, k_gx) = jax.jit(jax.value_and_grad(keras_loss, argnums=(0, 1), has_aux=True))(weights, x)
+    (_, (ys, states)), (g_params, g_x) = jax.jit(jax.value_and_grad(our_loss, argnums=(0, 1), has_aux=True))(params, x)
+    assert ys.dtype == jnp.dtype(dtype)  # (Keras may return float32 from a float64 layer, see above)
+    np.testing.assert_allclose(np.asarray(ys), np.asarray(k_out[0]), atol=tol, rtol=0)
+    assert len(states) == len(k_out) - 1
+    for ours, theirs in zip(states, k_out[1:]):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=tol, rtol=0)
+    np.testing.assert_allclose(np.asarray(g_x), np.asarray(k_gx), atol=tol, rtol=0)
+    if not kw.get("use_bias", True):
+        g_params = _zero_bias_grads(g_params)
+    _assert_trees_close(g_params, _keras_grads_as_ours(kind, k_gw, merge or "concat", tol), tol, "dL/dW")
+    return klayer, layer, params
+
+
+KERAS_CASES = [
+    ("simple_rnn", None),
+    ("simple_rnn_relu", None),
+    ("lstm", None),
+    ("gru", None),
+    ("lstm", "concat"),
+    ("gru", "sum"),
+    ("simple_rnn", "concat"),
+]
+
+
+@pytest.mark.parametrize("kind,merge", KERAS_CASES)
+def test_keras_outputs_states_and_gradients_float32(keras, kind, merge):
+    _check_against_keras(keras, kind, merge, "float32")
+
+
+@pytest.mark.parametrize("kind,merge", [("gru", "concat")])
+def test_keras_float64(keras, kind, merge):
+    with jax.enable_x64(True):
+        klayer, layer, params = _check_against_keras(keras, kind, merge, "float64")
+        assert jax.tree.leaves(params)[0].dtype == jnp.float64
+        layer2, params2 = interop.from_keras(interop.to_keras(layer, params))
+        _assert_trees_close(params2, params, 0.0, "float64 round trip")
+
+
+def _keras_reference(kind, weights, x, mask):
+    """Keras' documented LSTM (i, f, c, o) and GRU (z, r, h; reset_after=True) in NumPy float64, masked steps
+    keeping the state; returns (outputs zeroed at masked steps, final states)."""
+    kernel, recurrent, bias = weights
+    sig = lambda a: 1.0 / (1.0 + np.exp(-a))  # noqa: E731
+    h = np.zeros((x.shape[0], recurrent.shape[0]))
+    c = np.zeros_like(h)
+    ys = []
+    for t in range(x.shape[1]):
+        if kind == "lstm":
+            i, f, g, o = np.split(x[:, t] @ kernel + h @ recurrent + bias, 4, axis=-1)
+            c_new = sig(f) * c + sig(i) * np.tanh(g)
+            h_new = sig(o) * np.tanh(c_new)
+        else:
+            a_z, a_r, a_h = np.split(x[:, t] @ kernel + bias[0], 3, axis=-1)
+            u_z, u_r, u_h = np.split(h @ recurrent + bias[1], 3, axis=-1)
+            z, r = sig(a_z + u_z), sig(a_r + u_r)
+            h_new, c_new = z * h + (1 - z) * np.tanh(a_h + r * u_h), c
+        m = mask[:, t, None]
+        h, c = np.where(m, h_new, h), np.where(m, c_new, c)
+        ys.append(np.where(m, h, 0.0))
+    return np.stack(ys, axis=1), (h, c)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_keras_float64_mapping_against_numpy_reference(keras, kind):
+    with jax.enable_x64(True):
+        klayer = _keras_rnn(keras, kind, dtype="float64")
+        with _keras_broadcasts():
+            klayer.build((None, T, D))
+        _randomize(klayer, 11, "float64")
+        layer, params = interop.from_keras(klayer)
+        x = np.random.default_rng(12).standard_normal((B, T, D))
+        mask = np.arange(T)[None, :] < _lengths()[:, None]
+        ref_ys, (ref_h, ref_c) = _keras_reference(kind, klayer.get_weights(), x, mask)
+        final, ys = layer.apply(params, x, lengths=_lengths())
+        np.testing.assert_allclose(np.asarray(ys), ref_ys, atol=1e-10, rtol=0)
+        states = interop.carry_to_keras(layer, final)
+        np.testing.assert_allclose(np.asarray(states[0]), ref_h, atol=1e-10, rtol=0)
+        if kind == "lstm":
+            np.testing.assert_allclose(np.asarray(states[1]), ref_c, atol=1e-10, rtol=0)
+
+
+def test_keras_no_bias_and_weight_lists(keras):
+    klayer, layer, params = _check_against_keras(keras, "gru", None, "float32", use_bias=False)
+    assert not np.any(np.asarray(params[0].b)) and not np.any(np.asarray(params[0].b_hn))
+    klayer = keras.layers.Bidirectional(_keras_rnn(keras, "gru"), merge_mode="sum")
+    with _keras_broadcasts():
+        klayer.build((None, T, D))
+    _randomize(klayer, 7, "float32")
+    layer, params = interop.from_keras(klayer)
+    layer_w, params_w = interop.from_keras(klayer.get_weights(), merge="sum")
+    assert (layer_w.cell, layer_w.bidirectional, layer_w.merge) == (jaxrnn.gru, True, "sum")
+    _assert_trees_close(params_w, params, 0.0, "weight list")
+
+
+@pytest.mark.parametrize("kind,merge", KERAS_CASES)
+def test_keras_round_trip_is_the_same_function(keras, kind, merge):
+    inner = _keras_rnn(keras, kind, recurrent_dropout=0.2)
+    klayer = keras.layers.Bidirectional(inner, merge_mode=merge) if merge else inner
+    with _keras_broadcasts():
+        klayer.build((None, T, D))
+    _randomize(klayer, 8, "float32")
+    layer, params = interop.from_keras(klayer)
+    assert layer.recurrent_dropout == pytest.approx(0.2)
+    back = interop.to_keras(layer, params, return_state=True)
+    x = np.random.default_rng(9).standard_normal((B, T, D)).astype(np.float32)
+    mask = np.arange(T)[None, :] < _lengths()[:, None]
+    with _keras_broadcasts():
+        pairs = list(zip(klayer(x, mask=mask), back(x, mask=mask)))
+    for a, b in pairs:
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5, rtol=0)
+    layer2, params2 = interop.from_keras(back)
+    assert (layer2.cell, layer2.bidirectional, layer2.merge) == (layer.cell, layer.bidirectional, layer.merge)
+    _assert_trees_close(params2, params, 0.0, "round trip")
+
+
+def test_keras_round_trip_from_jaxrnn_with_masking_layer_and_initial_state(keras):
+    with jax.enable_x64(True):
+        layer = jaxrnn.stack(jaxrnn.gru, 1, bidirectional=True)
+        params = jax.tree.map(lambda p: p + 0.1, layer.init(jax.random.key(1), D, H, dtype=jnp.float64))
+        klayer = interop.to_keras(layer, params, return_state=True)
+        rng = np.random.default_rng(10)
+        x = rng.standard_normal((B, T, D))
+        lengths = _lengths()
+        x[np.arange(T)[None, :] >= lengths[:, None]] = 0.0  # right padding that keras.layers.Masking detects
+        carry0 = (
+            jaxrnn.Bidirectional(jnp.asarray(rng.standard_normal((B, H))), jnp.asarray(rng.standard_normal((B, H)))),
+        )
+        mask = np.arange(T)[None, :] < lengths[:, None]
+        with _keras_broadcasts():
+            # eager Keras loses a Masking layer's mask when initial_state is passed too, so: one check each
+            by_masking = klayer(keras.layers.Masking(0.0)(x))
+            with_state = klayer(x, mask=mask, initial_state=interop.carry_to_keras(layer, carry0))
+        for carry, outputs in ((None, by_masking), (carry0, with_state)):
+            final, ys = layer.apply(params, x, carry, lengths=lengths)
+            assert outputs[0].dtype == jnp.float64
+            np.testing.assert_allclose(np.asarray(ys), np.asarray(outputs[0]), atol=KERAS_FLOAT64_TOL, rtol=0)
+            carry_k = interop.carry_from_keras(layer, outputs[1:])
+            _assert_trees_close(final, carry_k, KERAS_FLOAT64_TOL, "final states")
+
+
+def test_keras_errors(keras):
+    def built(klayer):
+        with _keras_broadcasts():
+            klayer.build((None, T, D))
+        return klayer
+
+    with pytest.raises(ValueError, match="reset_after=False"):
+        interop.from_keras(built(keras.layers.GRU(H, reset_after=False)))
+    with pytest.raises(ValueError, match="reset_after=False"):
+        interop.from_keras(built(keras.layers.GRU(H, reset_after=False)).get_weights())
+    with pytest.raises(ValueError, match="recurrent_activation='hard_sigmoid'"):
+        interop.from_keras(built(keras.layers.LSTM(H, recurrent_activation="hard_sigmoid")))
+    with pytest.raises(ValueError, match="activation='relu'; jaxrnn.lstm supports 'tanh'"):
+        interop.from_keras(built(keras.layers.LSTM(H, activation="relu")))
+    with pytest.raises(ValueError, match="activation='sigmoid'; jaxrnn.elman supports 'tanh' or 'relu'"):
+        interop.from_keras(built(keras.layers.SimpleRNN(H, activation="sigmoid")))
+    with pytest.raises(ValueError, match="go_backwards=True"):
+        interop.from_keras(built(keras.layers.GRU(H, go_backwards=True)))
+    with pytest.raises(ValueError, match="merge_mode='mul'"):
+        interop.from_keras(built(keras.layers.Bidirectional(keras.layers.LSTM(H), merge_mode="mul")))
+    with pytest.raises(ValueError, match="dropout=0.3 .*ignore_dropout=True"):
+        interop.from_keras(built(keras.layers.LSTM(H, dropout=0.3)))
+    assert interop.from_keras(built(keras.layers.LSTM(H, dropout=0.3)), ignore_dropout=True)[0].dropout == 0.0
+    with pytest.raises(ValueError, match="not built"):
+        interop.from_keras(keras.layers.LSTM(H))
+    with pytest.raises(TypeError, match="must be a Keras SimpleRNN, LSTM or GRU.*got Dense"):
+        interop.from_keras(keras.layers.Dense(H))
+    with pytest.raises(ValueError, match="kind='gru' contradicts the Keras layer"):
+        interop.from_keras(built(keras.layers.LSTM(H)), kind="gru")
+    with pytest.raises(ValueError, match="a weight list must have 2 or 3 arrays"):
+        interop.from_keras([np.zeros((D, H))])
+    with pytest.raises(ValueError, match="5 gate blocks"):
+        interop.from_keras([np.zeros((D, 5 * H)), np.zeros((H, 5 * H))])
+
+    layer = jaxrnn.stack(jaxrnn.lstm, 2)
+    with pytest.raises(ValueError, match="expected layer.num_layers=1, got 2"):
+        interop.to_keras(layer, layer.init(jax.random.key(0), D, H))
+    layer = jaxrnn.stack(jaxrnn.lstm)
+    with pytest.raises(TypeError, match="\\['units'\\] are set by the conversion"):
+        interop.to_keras(layer, layer.init(jax.random.key(0), D, H), units=8)
+    with pytest.raises(ValueError, match="states must be a list of 2 arrays"):
+        interop.carry_from_keras(layer, [np.zeros((B, H))])
