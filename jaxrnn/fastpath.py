@@ -1,6 +1,8 @@
 """The analytic fast path: the built-in cells' hand-derived backward as a ``jax.custom_vjp`` around the scan.
 
-``jaxrnn.rnn(cell, params, xs, grad="analytic")`` (opt-in; the default, ``grad=None``, is autodiff) runs :func:`analytic_scan`. Its forward is one ``lax.scan`` that
+``jaxrnn.rnn(cell, params, xs, grad="analytic")`` runs :func:`analytic_scan`; it is also what ``grad=None`` (the
+default) means for ``jaxrnn.lstm`` and ``jaxrnn.gru``, where it measured 1.1–1.4x faster training steps on CPU than
+autodiff (Elman, with a single cheap gate block, measured no gain and stays on autodiff). Its forward is one ``lax.scan`` that
 keeps, per step, the carry it started from and the cell's residuals (:mod:`jaxrnn.analytic`). Its backward is one
 reverse ``lax.scan`` that carries only ``dcarry`` and emits the per-step pre-activation (gate) cotangents
 ``da_t, du_t [*batch, G*H]``; everything that does not feed the recurrence is formed after the loop, one matmul
@@ -30,10 +32,17 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxrnn.analytic import _RULES, StepRule, _acc_dtype, _assemble, _hidden, _mask_tree, forward_with_residuals
+from jaxrnn.cells import gru as _gru
+from jaxrnn.cells import lstm as _lstm
 
-__all__ = ["analytic_scan", "has_rule"]
+__all__ = ["analytic_by_default", "analytic_scan", "has_rule"]
 
 _BY_NAME = {rule.name: rule for rule in _RULES.values()}
+
+
+def analytic_by_default(cell) -> bool:
+    """Whether ``rnn(..., grad=None)`` takes the analytic path for ``cell``: the built-in LSTM and GRU."""
+    return getattr(cell, "step", None) in (_lstm.step, _gru.step)
 
 
 def has_rule(cell) -> bool:

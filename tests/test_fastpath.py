@@ -135,10 +135,14 @@ def test_checkpoint_every_falls_back_to_autodiff():
 
 def test_default_grad_and_forward_mode():
     cell, params, xs, _ = make_case("lstm")
-    # the analytic path is a custom_vjp: forward mode raises there; the default (autodiff) supports it
-    with pytest.raises(TypeError, match="custom_vjp"):
-        jax.jvp(lambda p: jaxrnn.rnn(cell, p, xs, grad="analytic")[1], (params,), (params,))
-    jax.jvp(lambda p: jaxrnn.rnn(cell, p, xs)[1], (params,), (params,))
+    # the analytic path (the default for lstm and gru) is a custom_vjp: forward mode raises there;
+    # grad="autodiff" supports it, and so does the default for elman
+    for grad in ("analytic", None):
+        with pytest.raises(TypeError, match="custom_vjp"):
+            jax.jvp(lambda p: jaxrnn.rnn(cell, p, xs, grad=grad)[1], (params,), (params,))
+    jax.jvp(lambda p: jaxrnn.rnn(cell, p, xs, grad="autodiff")[1], (params,), (params,))
+    e_cell, e_params, e_xs, _ = make_case("elman_tanh")
+    jax.jvp(lambda p: jaxrnn.rnn(e_cell, p, e_xs)[1], (e_params,), (e_params,))
     # user cells always use autodiff
     mine = jaxrnn.Cell(
         jaxrnn.lstm.init, jaxrnn.lstm.initial_state, lambda p, c, x: jaxrnn.lstm.step(p, c, x), name="mine"

@@ -70,8 +70,13 @@ def initial_state(params: LSTMParams, batch_shape=()) -> LSTMState:
 
 
 def gates(params: LSTMParams, carry: LSTMState, x: jax.Array) -> LSTMGates:
-    """The gate activations of one step (the seed's walk-through, as arrays)."""
-    z = add_bias(x @ params.w_x + carry.h @ params.w_h, params.b)
+    """The gate activations of one step (the seed's walk-through, as arrays).
+
+    ``z = [x, h] [W_x; W_h] + b``: one matmul on the concatenated input, as in seed 001's walk-through. On XLA CPU
+    this runs the forward pass up to 2.5x faster than two matmuls at small sizes (``benchmarks/``).
+    """
+    xh = jnp.concatenate([x, carry.h.astype(x.dtype)], axis=-1)
+    z = add_bias(xh @ jnp.concatenate([params.w_x, params.w_h], axis=0), params.b)
     z_i, z_f, z_g, z_o = jnp.split(z, 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jnp.tanh(z_g), jax.nn.sigmoid(z_o)
     return LSTMGates(i=i, f=f, g=g, o=o, c=f * carry.c + i * g)
