@@ -1,0 +1,36 @@
+"""The seed studies, reproduced and surpassed: one module per study, each with ``run(config) -> dict``.
+
+Run them with ``python -m experiments list`` and ``python -m experiments run NAME [--quick] [--seed S] [--out DIR]``.
+The logic lives in :mod:`jaxrnn`; a study only wires data, model, training and figures together.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# name -> one-line description (the module experiments.<name> has run(config) -> dict)
+STUDIES = {
+    "iris_mlp": "seed 000: the sigmoid MLP on Iris, analytic rule vs jax.grad, then softmax + Adam on a held-out split",
+    "sequence_forecast": "seed 001: the -3..8 frames example with Elman/LSTM/GRU, then sunspot forecasting vs persistence",
+    "lstm_walkthrough": "seed 001: one LSTM step gate by gate vs jaxrnn.lstm.step, and a gate heatmap over a sequence",
+    "vanishing_gradients": "seeds 002/004: |dL/dh_t| by autodiff and analytic BPTT; the adding problem at several lengths",
+    "sequential_digits": "seed 002: 8x8 digits read row by row, many-to-one, Elman vs LSTM vs GRU",
+    "word_order": "seed 004: 'give me new' vs 'give new me': bag-of-words vs RNN; the Keras SimpleRNN(1) example",
+    "char_lm": "seed 004: character-level LSTM language model, bits per character vs unigram, samples",
+    "sentiment": "seed 004: embedding + (bi)LSTM sentiment classifier on Pang & Lee sentence polarity",
+}
+
+
+def load(name: str):
+    """The study module ``experiments.<name>``."""
+    if name not in STUDIES:
+        raise KeyError(f"unknown study {name!r}; choose one of {', '.join(STUDIES)}")
+    return importlib.import_module(f"experiments.{name}")
+
+
+def run(name: str, config: dict | None = None) -> dict:
+    """Run study ``name`` with ``config`` (see :mod:`experiments._common`) and return its metrics."""
+    return load(name).run(dict(config or {}))
+
+
+__all__ = ["STUDIES", "load", "run"]

@@ -1,0 +1,149 @@
+"""Each study in --quick mode, through its run(config), with its key figure checked for sanity (not merely that it ran)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import experiments
+from experiments import STUDIES
+from experiments.__main__ import main
+
+pytest.importorskip("matplotlib")
+
+
+def run_quick(name, tmp_path, **extra):
+    out = tmp_path / name
+    metrics = experiments.run(name, {"quick": True, "seed": 0, "out": str(out), "verbose": False, **extra})
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["study"] == name
+    assert saved["figures"], "every study saves at least one figure"
+    for fig in saved["figures"]:
+        path = out / fig
+        assert path.exists() and path.stat().st_size > 5_000, f"{fig} missing or empty"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return metrics
+
+
+def test_cli_list(capsys):
+    assert main(["list"]) == 0
+    printed = capsys.readouterr().out
+    for name in STUDIES:
+        assert name in printed
+
+
+def test_unknown_study_is_rejected():
+    with pytest.raises(KeyError, match="unknown study"):
+        experiments.run("nope", {})
+
+
+def test_iris_mlp(tmp_path):
+    m = run_quick("iris_mlp", tmp_path)
+    # the analytic rule and jax.grad give the same trajectory (float64, to rounding)
+    assert m["analytic_vs_autodiff_max_param_diff"] < 1e-9
+    assert m["analytic_vs_autodiff_first_grad_diff"] < 1e-12
+    assert m["trajectories_identical"] is True
+    assert 0.5 < m["seed_train_accuracy"] <= 1.0
+    assert m["test_accuracy"] >= 0.9
+
+
+def test_iris_same_seed_same_numbers(tmp_path):
+    a = experiments.run("iris_mlp", {"quick": True, "seed": 3, "out": str(tmp_path / "a"), "verbose": False})
+    b = experiments.run("iris_mlp", {"quick": True, "seed": 3, "out": str(tmp_path / "b"), "verbose": False})
+    assert a["test_accuracy"] == b["test_accuracy"]
+    assert a["seed_loss_curve"] == b["seed_loss_curve"]
+
+
+def test_sequence_forecast(tmp_path):
+    m = run_quick("sequence_forecast", tmp_path)
+    # the seed's own Elman step: its printed inverse-scaled prediction [-2.76, -2.99, -2.99, -2.99]
+    np.testing.assert_allclose(m["frames_seed_step_prediction"], [-2.76, -2.99, -2.99, -2.99], atol=0.02)
+    assert m["frames_max_abs_error"] < 1.0  # trained cells land near [5, 6, 7, 8] after inverse scaling
+    rmse = m["rmse_mean"]
+    assert min(rmse["elman"], rmse["lstm"], rmse["gru"]) < rmse["persistence"]
+    assert m["best_beats_persistence"] is True
+
+
+def test_lstm_walkthrough(tmp_path):
+    m = run_quick("lstm_walkthrough", tmp_path)
+    assert m["step_equals_gate_by_gate"] is True
+    assert max(m["step_vs_gate_by_gate_max_diff"].values()) < 1e-12
+    np.testing.assert_allclose(m["input_scaled"], (np.arange(1, 7) + 2) * 2 / 11 - 1, atol=1e-12)
+    for gate in ("i", "f", "o"):
+        assert all(0.0 < v < 1.0 for v in m["gates"][gate])
+    assert all(-2.0 <= v <= 9.0 for v in m["prediction_inverse_scaled"])
+
+
+def test_vanishing_gradients(tmp_path):
+    m = run_quick("vanishing_gradients", tmp_path)
+    # analytic BPTT and autodiff give the same curves
+    assert m["max_rel_diff_analytic_vs_autodiff"] < 1e-8
+    flow = m["gradient_flow"]
+    # at initialisation the LSTM's gradient decays more slowly than the Elman RNN's (ratio |dL/dh_0| / |dL/dh_T-1|)
+    assert flow["lstm (forget bias 1)"]["norm_first_over_last"] > flow["elman"]["norm_first_over_last"]
+    assert flow["lstm (forget bias 1)"]["norm_first_over_last"] > flow["lstm (forget bias 0)"]["norm_first_over_last"]
+    # the adding problem ran for every cell and length of the quick run (LSTM and GRU at T = 10, 30), finite MSEs
+    assert set(m["adding"]) == {"lstm@T=10", "gru@T=10", "lstm@T=30", "gru@T=30"}
+    assert all(np.isfinite(v["mse"]) for v in m["adding"].values())
+    # the gated cells learn the short problem: below the 0.167 of predicting the mean
+    assert min(m["adding"]["lstm@T=10"]["mse"], m["adding"]["gru@T=10"]["mse"]) < m["adding_baseline_mse"]
+
+
+def test_sequential_digits(tmp_path):
+    m = run_quick("sequential_digits", tmp_path)
+    acc = m["test_accuracy"]
+    assert set(acc) == {"elman", "lstm", "gru"}
+    assert max(acc.values()) > 0.8  # ten classes: chance is 0.1
+
+
+def test_word_order(tmp_path):
+    m = run_quick("word_order", tmp_path)
+    assert m["bag_of_words_identical"] is True
+    assert m["bow_prediction_max_diff"] < 1e-6  # same input, same prediction
+    assert m["bow_next_word_accuracy"] <= 0.5
+    diffs = m["hidden_state_diff_per_step"]
+    assert diffs[0] < 1e-6  # both phrases start with "give"
+    assert diffs[1] > 1e-2 and diffs[2] > 1e-2  # then the hidden states differ
+    assert m["rnn_next_word_accuracy"] == 1.0
+    assert m["rnn_prediction_max_diff"] > 0.5
+    after = m["simple_rnn_after"]
+    assert after[0] > 0.5 > after[1]
+    if m["simple_rnn_keras_max_diff"] is not None:
+        assert m["simple_rnn_keras_max_diff"] < 1e-5
+
+
+def test_char_lm(tmp_path):
+    m = run_quick("char_lm", tmp_path)
+    assert m["held_out_bpc"] < m["unigram_bpc"]
+    assert 2.0 < m["unigram_bpc"] < 6.0
+    assert all(isinstance(s, str) and len(s) > 100 for s in m["samples"])
+    assert (tmp_path / "char_lm" / "samples.txt").exists()
+
+
+def test_char_lm_text_file(tmp_path):
+    text = tmp_path / "tiny.txt"
+    text.write_text("the cat sat on the mat. the dog sat on the log. " * 120, encoding="utf-8")
+    m = run_quick("char_lm", tmp_path, text=str(text), steps=60, hidden=32)
+    assert m["source"] == str(text)
+    assert m["held_out_bpc"] < m["unigram_bpc"]
+
+
+def test_sentiment(tmp_path):
+    m = run_quick("sentiment", tmp_path)
+    assert m["generated_corpus"] is False
+    assert m["n_texts"] == 4000
+    assert m["test_accuracy"] > m["majority_baseline"] + 0.05
+
+
+def test_sentiment_data_file(tmp_path):
+    rows = ["text\tlabel"]
+    for k in range(150):
+        rows.append(f"a truly great and wonderful film number {k}\tpos")
+        rows.append(f"a truly awful and boring film number {k}\tneg")
+    path = tmp_path / "mine.tsv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    m = run_quick("sentiment", tmp_path, data=str(path), epochs=3)
+    assert m["n_texts"] == 300
+    assert m["test_accuracy"] > 0.9
