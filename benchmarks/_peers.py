@@ -81,7 +81,11 @@ def _jax_bench(apply, params, cfg, note="", sharded=False) -> JaxBench:
         xs, target = jax.device_put(xs, bat), jax.device_put(target, bat)
         note = (note + "; " if note else "") + f"batch split over {len(devices)} host devices"
     return JaxBench(
-        fwd=apply, fwd_args=(params, xs), train=train, train_args=(params, opt_state, xs, target), note=note,
+        fwd=apply,
+        fwd_args=(params, xs),
+        train=train,
+        train_args=(params, opt_state, xs, target),
+        note=note,
     )
 
 
@@ -117,8 +121,9 @@ def build_jaxrnn(cfg, *, grad=None, checkpoint_every=None, sharded=False, unroll
         try:  # the library default changes over time: record which path grad=None took in this run
             from jaxrnn.driver import _check_grad
 
-            note = (note + "; " if note else "") + ("default grad: analytic" if _check_grad(cell, None)
-                                                   else "default grad: autodiff")
+            note = (note + "; " if note else "") + (
+                "default grad: analytic" if _check_grad(cell, None) else "default grad: autodiff"
+            )
         except Exception:  # noqa: BLE001
             pass
     return _jax_bench(apply, params, cfg, note=note, sharded=sharded)
@@ -209,7 +214,9 @@ def build_keras(cfg):
         return ys
 
     return _jax_bench(
-        apply, trainable, cfg,
+        apply,
+        trainable,
+        cfg,
         note=f"keras.layers.{layer_cls.__name__} via stateless_call in a jitted optax step (not model.fit)",
     )
 
@@ -239,7 +246,8 @@ def build_torch(cfg):
         return loss
 
     return EagerBench(
-        fwd=fwd, train=train,
+        fwd=fwd,
+        train=train,
         note=f"torch.nn.{mod_cls.__name__} batch_first, {torch.get_num_threads()} threads, fwd under inference_mode",
     )
 

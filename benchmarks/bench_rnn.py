@@ -32,7 +32,17 @@ CONFIGS = {
     "gru_medium": dict(cell="gru", B=32, T=100, D=32, H=128),
     "long": dict(cell="lstm", B=8, T=10000, D=32, H=256),
 }
-DEFAULT_PEERS = ["jaxrnn", "jaxrnn-autodiff", "jaxrnn-analytic", "jaxrnn-2dev", "flax", "equinox", "haiku", "keras", "torch"]
+DEFAULT_PEERS = [
+    "jaxrnn",
+    "jaxrnn-autodiff",
+    "jaxrnn-analytic",
+    "jaxrnn-2dev",
+    "flax",
+    "equinox",
+    "haiku",
+    "keras",
+    "torch",
+]
 # The long config is about memory: jaxrnn with and without checkpointing, and PyTorch for reference.
 LONG_PEERS = ["jaxrnn", "jaxrnn-autodiff", "jaxrnn-ckpt", "torch"]
 MAX_REPEATS = {"long": 3}  # a long training step takes seconds: fewer samples, one call each
@@ -160,10 +170,7 @@ def _mem(compiled) -> dict | None:
         return None
     if m is None:
         return None
-    d = {
-        k: int(getattr(m, k + "_size_in_bytes", 0))
-        for k in ("argument", "output", "temp", "alias", "generated_code")
-    }
+    d = {k: int(getattr(m, k + "_size_in_bytes", 0)) for k in ("argument", "output", "temp", "alias", "generated_code")}
     d["peak"] = d["argument"] + d["output"] + d["temp"] - d["alias"]
     return d
 
@@ -199,7 +206,11 @@ def _available(peer: str) -> str | None:
         return f"{mod} is not installed (pip install -e '.[bench]')"
     if peer in ("jaxrnn-analytic", "jaxrnn-autodiff"):
         ok = subprocess.run(
-            [sys.executable, "-c", "from benchmarks._peers import jaxrnn_has_grad_kw as f; raise SystemExit(0 if f() else 1)"],
+            [
+                sys.executable,
+                "-c",
+                "from benchmarks._peers import jaxrnn_has_grad_kw as f; raise SystemExit(0 if f() else 1)",
+            ],
             capture_output=True,
         )
         if ok.returncode:
@@ -213,12 +224,24 @@ def _spawn(peer, config, repeats, min_time, timeout):
     flags = env.get("XLA_FLAGS", "")
     if peer == "jaxrnn-2dev":
         env["XLA_FLAGS"] = (flags + " " + TWO_DEV_FLAG).strip()
-    cmd = [sys.executable, "-m", "benchmarks.bench_rnn", "--worker", peer, "--config", config,
-           "--repeats", str(repeats), "--min-time", str(min_time)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_rnn",
+        "--worker",
+        peer,
+        "--config",
+        config,
+        "--repeats",
+        str(repeats),
+        "--min-time",
+        str(min_time),
+    ]
     t0 = time.perf_counter()
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                           cwd=Path(__file__).resolve().parents[1])
+        p = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=Path(__file__).resolve().parents[1]
+        )
     except subprocess.TimeoutExpired:
         return {"peer": peer, "config": config, "error": f"timed out after {timeout}s"}
     wall = time.perf_counter() - t0
@@ -271,9 +294,12 @@ def summarise(runs: list[dict]) -> dict:
         fwd = [s for r in ok for s in r["fwd_s"]]
         train = [s for r in ok for s in r["train_s"]]
         row.update(
-            fwd_s=statistics.median(fwd), train_s=statistics.median(train),
-            fwd_sps=steps / statistics.median(fwd), train_sps=steps / statistics.median(train),
-            fwd_noise=_spread(fwd), train_noise=_spread(train),
+            fwd_s=statistics.median(fwd),
+            train_s=statistics.median(train),
+            fwd_sps=steps / statistics.median(fwd),
+            train_sps=steps / statistics.median(train),
+            fwd_noise=_spread(fwd),
+            train_noise=_spread(train),
             compile_train_s=_median([r.get("compile_train_s") for r in ok]),
             compile_fwd_s=_median([r.get("compile_fwd_s") for r in ok]),
             rss_delta_mib=_median([r["rss_delta_bytes"] for r in ok]) / MIB,
@@ -328,7 +354,7 @@ def markdown(summary: dict, meta: dict, skipped: dict) -> str:
         "",
     ]
     configs = []
-    for (c, _p) in summary:
+    for c, _p in summary:
         if c not in configs:
             configs.append(c)
     for config in configs:
@@ -388,8 +414,12 @@ def _versions() -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    ap.add_argument("--peers", nargs="+", default=None,
-                    help=f"default: {' '.join(DEFAULT_PEERS)} (long: {' '.join(LONG_PEERS)}); roofline always runs")
+    ap.add_argument(
+        "--peers",
+        nargs="+",
+        default=None,
+        help=f"default: {' '.join(DEFAULT_PEERS)} (long: {' '.join(LONG_PEERS)}); roofline always runs",
+    )
     ap.add_argument("--repeats", type=int, default=None, help="samples per worker (default 7, quick 3)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat every config this many times, peer order rotated")
     ap.add_argument("--min-time", type=float, default=None, help="seconds per sample (default 0.3, quick 0.1)")
@@ -452,7 +482,8 @@ def main(argv=None):
                 msg = r.get("error") or (
                     f"train {CONFIGS[config]['B'] * CONFIGS[config]['T'] / statistics.median(r['train_s']):,.0f}"
                     f" fwd {CONFIGS[config]['B'] * CONFIGS[config]['T'] / statistics.median(r['fwd_s']):,.0f} seq-steps/s"
-                    if "train_s" in r else f"matmul {statistics.median(r['matmul_s']) * 1e3:.2f} ms"
+                    if "train_s" in r
+                    else f"matmul {statistics.median(r['matmul_s']) * 1e3:.2f} ms"
                 )
                 print(f"[{time.perf_counter() - t_start:6.0f}s] {config:>10} r{rnd} {peer:>16}: {msg}", flush=True)
                 _write(out, stem, meta, skipped, runs, t_start, partial=True)
@@ -469,9 +500,18 @@ def _write(out: Path, stem: str, meta, skipped, runs, t_start, partial: bool) ->
     if partial:
         md = "**Partial run (interrupted or in progress).**\n\n" + md
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(
-        {"meta": meta, "configs": CONFIGS, "skipped": skipped,
-         "summary": [dict(v) for v in summary.values()], "runs": runs}, indent=1))
+    (out / f"{stem}.json").write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "configs": CONFIGS,
+                "skipped": skipped,
+                "summary": [dict(v) for v in summary.values()],
+                "runs": runs,
+            },
+            indent=1,
+        )
+    )
     (out / f"{stem}.md").write_text(md)
     return md
 

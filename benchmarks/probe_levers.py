@@ -38,8 +38,20 @@ from pathlib import Path
 
 from benchmarks.bench_rnn import CONFIGS, _interleaved
 
-LSTM_VARIANTS = ["current", "autodiff", "concat", "hoist", "hoist_split", "fastpath", "analytic_hoist",
-                 "analytic_inloop", "unroll2", "unroll4", "unroll8", "unroll16"]
+LSTM_VARIANTS = [
+    "current",
+    "autodiff",
+    "concat",
+    "hoist",
+    "hoist_split",
+    "fastpath",
+    "analytic_hoist",
+    "analytic_inloop",
+    "unroll2",
+    "unroll4",
+    "unroll8",
+    "unroll16",
+]
 GRU_VARIANTS = ["current", "autodiff", "hoist", "fastpath", "unroll4", "unroll16"]
 
 
@@ -213,7 +225,7 @@ def make_variant(name, cfg):
     if name == "current":
         return lambda p, xs: jaxrnn.rnn(cell, p, xs)[1]
     if name.startswith("unroll"):
-        k = int(name[len("unroll"):])
+        k = int(name[len("unroll") :])
         return lambda p, xs: jaxrnn.rnn(cell, p, xs, unroll=k)[1]
     if name in ("fastpath", "autodiff"):
         from benchmarks._peers import jaxrnn_has_grad_kw
@@ -259,8 +271,10 @@ def run_config(config, variants, repeats, min_time, sharded=False):
             continue
         # equivalence check against the current code
         loss, grad = jax.jit(jax.value_and_grad(loss_of(apply)))(params0, xs, target)
-        err = max(float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-30))
-                  for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad)))
+        err = max(
+            float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-30))
+            for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad))
+        )
         rec = {"loss_rel_err": abs(float(loss - ref_loss)) / abs(float(ref_loss)), "grad_rel_err": err}
 
         lf = loss_of(apply)
@@ -287,8 +301,9 @@ def run_config(config, variants, repeats, min_time, sharded=False):
         tc = jax.jit(train, donate_argnums=(0, 1)).lower(p, s, x_, t_).compile()
         rec["compile_train_s"] = time.perf_counter() - t0
         m = tc.memory_analysis()
-        rec["xla_train_peak_mib"] = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-                                     - m.alias_size_in_bytes) / 2**20
+        rec["xla_train_peak_mib"] = (
+            m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+        ) / 2**20
         pf = jax.tree.map(jnp.copy, p)
         state = [p, s]
 
@@ -323,15 +338,25 @@ def run_config(config, variants, repeats, min_time, sharded=False):
 
 
 def _md(results, meta):
-    lines = [f"# jaxrnn lever probes — {meta['date']}", "",
-             f"{meta['cpus']} CPUs, load average {meta['load_start']} → {meta['load_end']}; repeats {meta['repeats']},"
-             f" min sample {meta['min_time']} s; samples interleaved across variants. Ratios are to `current`.", ""]
+    lines = [
+        f"# jaxrnn lever probes — {meta['date']}",
+        "",
+        f"{meta['cpus']} CPUs, load average {meta['load_start']} → {meta['load_end']}; repeats {meta['repeats']},"
+        f" min sample {meta['min_time']} s; samples interleaved across variants. Ratios are to `current`.",
+        "",
+    ]
     for r in results:
-        title = f"## {r['config']}{' (batch split over 2 host devices)' if r.get('sharded') else ''}: " \
-                f"{r['cell'].upper()} B={r['B']} T={r['T']} D={r['D']} H={r['H']}"
-        lines += [title, "", "| variant | train seq-steps/s | × current | fwd seq-steps/s | × current | train × current "
-                  "(CPU time) | fwd × current (CPU time) | compile train (s) | XLA peak train (MiB) | grad rel err |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        title = (
+            f"## {r['config']}{' (batch split over 2 host devices)' if r.get('sharded') else ''}: "
+            f"{r['cell'].upper()} B={r['B']} T={r['T']} D={r['D']} H={r['H']}"
+        )
+        lines += [
+            title,
+            "",
+            "| variant | train seq-steps/s | × current | fwd seq-steps/s | × current | train × current "
+            "(CPU time) | fwd × current (CPU time) | compile train (s) | XLA peak train (MiB) | grad rel err |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for name, v in r["variants"].items():
             if "skipped" in v:
                 lines.append(f"| {name} | skipped: {v['skipped']} | | | | | | | | |")
@@ -340,7 +365,8 @@ def _md(results, meta):
                 f"| {name} | {v['train_sps']:,.0f} | {v.get('train_vs_current', 1):.2f} | {v['fwd_sps']:,.0f} | "
                 f"{v.get('fwd_vs_current', 1):.2f} | {v.get('train_cpu_vs_current', float('nan')):.2f} | "
                 f"{v.get('fwd_cpu_vs_current', float('nan')):.2f} | {v['compile_train_s']:.2f} | {v['xla_train_peak_mib']:,.0f} | "
-                f"{v['grad_rel_err']:.1e} |")
+                f"{v['grad_rel_err']:.1e} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -351,8 +377,11 @@ def main(argv=None):
     ap.add_argument("--variants", nargs="+", default=None)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--min-time", type=float, default=0.2)
-    ap.add_argument("--sharding", action="store_true",
-                    help="measure current/hoist with the batch split over 2 host devices (subprocess with XLA_FLAGS)")
+    ap.add_argument(
+        "--sharding",
+        action="store_true",
+        help="measure current/hoist with the batch split over 2 host devices (subprocess with XLA_FLAGS)",
+    )
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--tag", default=None)
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
@@ -371,8 +400,14 @@ def main(argv=None):
         print(json.dumps(r))
         return
 
-    meta = {"date": _dt.datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count(),
-            "load_start": os.getloadavg(), "repeats": args.repeats, "min_time": args.min_time, "argv": sys.argv}
+    meta = {
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "load_start": os.getloadavg(),
+        "repeats": args.repeats,
+        "min_time": args.min_time,
+        "argv": sys.argv,
+    }
     results = []
     for config in args.configs:
         jobs = [False, True] if args.sharding else [False]
@@ -380,8 +415,17 @@ def main(argv=None):
             if sharded and CONFIGS[config]["B"] < 2:
                 continue
             env = dict(os.environ)
-            cmd = [sys.executable, "-m", "benchmarks.probe_levers", "--one", config, "--repeats", str(args.repeats),
-                   "--min-time", str(args.min_time)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.probe_levers",
+                "--one",
+                config,
+                "--repeats",
+                str(args.repeats),
+                "--min-time",
+                str(args.min_time),
+            ]
             if args.variants or args.sharding:
                 cmd += ["--variants", *(args.variants or ["current", "hoist"])]
             if sharded:
