@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Context", "fit_arrays", "format_table", "scan_steps", "to_jsonable"]
+__all__ = ["Context", "format_table", "scan_steps", "to_jsonable"]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -61,61 +61,6 @@ def scan_steps(step, state, batch, steps: int, ctx: Context | None = None):
 
     run = lambda s: jax.lax.scan(body, s, None, length=int(steps))  # noqa: E731
     return (ctx.jit(run) if ctx is not None else jax.jit(run))(state)
-
-
-def fit_arrays(ctx, step, state, train_arrays, *, batch_size, epochs, eval_fn, eval_arrays, patience=None, seed=0):
-    """Epochs over in-memory arrays, each epoch one compiled call: a host (numpy) permutation cut into full batches
-    (``drop_last``: one shape, one compilation), the steps a ``lax.scan``, then ``eval_fn(params, eval_arrays)``.
-    The parameters with the lowest validation loss are kept in the graph; ``patience`` epochs without a new best
-    stop the run (one host read per epoch).
-
-    ``step`` comes from :func:`jaxrnn.train.make_train_step`; ``eval_fn(params, batch) -> loss`` or ``(loss, aux)``.
-    Returns ``(state with the best params, history)``, history rows ``{"epoch", "train_loss", "eval_loss", **aux}``.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    def scalar_loss(params, batch):
-        out = eval_fn(params, batch)
-        return out if isinstance(out, tuple) else (out, {})
-
-    @ctx.jit
-    def epoch(state, best, arrays, eval_batch):
-        def body(s, batch):
-            s, metrics = step.jitted(s, batch)
-            return s, metrics["loss"]
-
-        state, losses = jax.lax.scan(body, state, arrays)
-        loss, aux = scalar_loss(state.params, eval_batch)
-        better = loss < best[1]
-        best = (
-            jax.tree.map(lambda new, old: jnp.where(better, new, old), state.params, best[0]),
-            jnp.where(better, loss, best[1]),
-        )
-        return state, best, jnp.mean(losses), loss, aux
-
-    n = int(np.shape(train_arrays[0])[0])
-    per_epoch = n // int(batch_size)
-    if per_epoch < 1:
-        raise ValueError(f"{n} training examples are fewer than one batch of {batch_size}")
-    host = [np.asarray(a) for a in train_arrays]
-    rng = np.random.default_rng(seed)
-    best = (jax.tree.map(lambda a: jnp.array(a, copy=True), state.params), jnp.float32(np.inf))
-    history, best_loss, wait = [], np.inf, 0
-    for e in range(int(epochs)):
-        order = rng.permutation(n)[: per_epoch * int(batch_size)].reshape(per_epoch, int(batch_size))
-        arrays = tuple(a[order] for a in host)
-        state, best, train_loss, eval_loss, aux = epoch(state, best, arrays, eval_arrays)
-        row = {"epoch": e, "train_loss": float(train_loss), "eval_loss": float(eval_loss)}
-        row.update({f"eval_{k}": float(v) for k, v in aux.items()})
-        history.append(row)
-        if row["eval_loss"] < best_loss:
-            best_loss, wait = row["eval_loss"], 0
-        else:
-            wait += 1
-            if patience is not None and wait >= patience:
-                break
-    return state._replace(params=best[0]), history
 
 
 def _cell(value: Any) -> str:
@@ -170,9 +115,14 @@ class Context:
         time that dominates a quick run (the numbers are the same; the compiled code runs a little slower)."""
         import jax
 
-        if self.quick:
-            kwargs.setdefault("compiler_options", {"xla_backend_optimization_level": 0})
+        if self.compiler_options is not None:
+            kwargs.setdefault("compiler_options", self.compiler_options)
         return jax.jit(fn, **kwargs)
+
+    @property
+    def compiler_options(self) -> dict | None:
+        """XLA options for quick runs (backend optimisation level 0), None for full runs."""
+        return {"xla_backend_optimization_level": 0} if self.quick else None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._start

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 import jaxrnn
-from experiments._common import Context, fit_arrays, scan_steps
+from experiments._common import Context, scan_steps
 from jaxrnn.datasets import load_sunspots
 
 CELLS = {"elman": jaxrnn.elman, "lstm": jaxrnn.lstm, "gru": jaxrnn.gru}
@@ -174,10 +174,9 @@ def part_sunspots(ctx: Context) -> dict:
         optimizer = optax.adam(schedule)
         state = train.init_state(params, optimizer, k_train)
         step = train.make_train_step(loss_fn, optimizer, clip_norm=1.0)
-        state, history = fit_arrays(
-            ctx,
-            step,
+        state, history = jaxrnn.train.fit_arrays(
             state,
+            step,
             (xs[tr], ys[tr]),
             batch_size=ctx["batch_size"],
             epochs=ctx["epochs"],
@@ -185,6 +184,7 @@ def part_sunspots(ctx: Context) -> dict:
             eval_arrays=(jnp.asarray(xs[va]), jnp.asarray(ys[va])),
             patience=ctx["patience"],
             seed=ctx.seed * 1000 + j,
+            compiler_options=ctx.compiler_options,
         )
         pred = _inv(scaler, np.asarray(predict(state.params, jnp.asarray(xs[te]))))
         results[name] = {"rmse": rmse(pred), "pred": pred, "history": history}

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 import jaxrnn
-from experiments._common import Context, fit_arrays
+from experiments._common import Context
 from jaxrnn.datasets import load_digits
 
 CELLS = {"elman": jaxrnn.elman, "lstm": jaxrnn.lstm, "gru": jaxrnn.gru}
@@ -47,10 +47,9 @@ def train_cell(ctx: Context, name: str, cell, split, key) -> dict:
     state = train.init_state(params, optimizer, k_train)
     step = train.make_train_step(loss_fn, optimizer, clip_norm=1.0)
 
-    state, history = fit_arrays(
-        ctx,
-        step,
+    state, history = jaxrnn.train.fit_arrays(
         state,
+        step,
         (x_tr, y_tr),
         batch_size=ctx["batch_size"],
         epochs=ctx["epochs"],
@@ -58,6 +57,7 @@ def train_cell(ctx: Context, name: str, cell, split, key) -> dict:
         eval_arrays=(x_va, y_va),
         patience=ctx["patience"],
         seed=ctx.seed * 1000 + list(CELLS).index(name),
+        compiler_options=ctx.compiler_options,
     )
     pred = np.asarray(jnp.argmax(logits_fn(state.params, x_te), -1))
     acc = float(np.mean(pred == np.asarray(y_te)))

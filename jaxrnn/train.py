@@ -52,6 +52,7 @@ __all__ = [
     "TrainStep",
     "evaluate",
     "fit",
+    "fit_arrays",
     "init_state",
     "make_eval_step",
     "make_train_step",
@@ -657,4 +658,117 @@ def fit(
             _write_history(history_path, history)
     if track_best and restore_best and best_params is not None and best is not None:
         state = state._replace(params=copy_tree(best_params))
+    return state, history
+
+
+def fit_arrays(
+    state: TrainState,
+    train_step: TrainStep,
+    arrays,
+    *,
+    batch_size: int,
+    epochs: int = 1,
+    eval_fn: Callable | None = None,
+    eval_arrays=None,
+    patience: int | None = None,
+    restore_best: bool = True,
+    seed: int = 0,
+    max_bad_steps: int = 10,
+    compiler_options: dict | None = None,
+) -> tuple[TrainState, list[dict]]:
+    """Train on in-memory arrays with each epoch one compiled call: the fast loop for data that fits in memory.
+
+    Each epoch draws a permutation on the host (``numpy``, seeded by ``seed``), cuts it into full batches of
+    ``batch_size`` (the remainder is dropped, so every epoch has one shape and compiles once), runs the steps as
+    one ``lax.scan`` over ``train_step``, and evaluates ``eval_fn(params, eval_arrays)`` in the same call. The
+    parameters with the lowest evaluation loss are tracked on the device. One host read per epoch; compare
+    :func:`fit`, which takes any iterator of batches and dispatches one step per batch.
+
+    Args:
+      state: from :func:`init_state`.
+      train_step: from :func:`make_train_step` (without ``mesh``).
+      arrays: a tuple of arrays with equal leading size ``N``; a batch is the tuple of their rows.
+      batch_size: rows per step, ``1 <= batch_size <= N``.
+      epochs: the maximum number of epochs.
+      eval_fn: ``eval_fn(params, eval_arrays) -> loss`` or ``(loss, dict of scalars)``; with it, history rows gain
+        ``eval_loss`` (and ``eval_<name>``) and the best parameters are kept.
+      eval_arrays: the batch ``eval_fn`` receives (e.g. the whole validation set).
+      patience: stop after this many epochs without a new best evaluation loss (needs ``eval_fn``).
+      restore_best: return the parameters of the best evaluation loss (with ``eval_fn``); else the last ones.
+      seed: the shuffling seed; the same seed gives the same run.
+      max_bad_steps: raise :class:`NonFiniteError` once this many consecutive steps were skipped as non-finite.
+      compiler_options: passed to ``jax.jit`` (e.g. ``{"xla_backend_optimization_level": 0}`` to compile faster).
+
+    Returns:
+      ``(state, history)``, one history row per epoch: ``{"epoch", "train_loss", "skipped", "eval_loss", ...}``.
+    """
+    if not isinstance(train_step, TrainStep):
+        raise TypeError(f"train_step must come from make_train_step, got {type(train_step).__name__}")
+    if train_step.mesh is not None:
+        raise ValueError("fit_arrays runs on one device; for a train_step with a mesh use fit(...)")
+    if not isinstance(arrays, (tuple, list)) or not arrays:
+        raise TypeError(f"arrays must be a non-empty tuple of arrays, got {type(arrays).__name__}")
+    host = [np.asarray(a) for a in arrays]
+    sizes = [a.shape[0] if a.ndim else None for a in host]
+    if None in sizes or len(set(sizes)) != 1:
+        raise ValueError(f"arrays must share their leading size, got shapes {[list(a.shape) for a in host]}")
+    num_rows = sizes[0]
+    _check_positive(batch_size, "batch_size", allow_none=False)
+    if batch_size > num_rows:
+        raise ValueError(f"batch_size must be <= the number of rows ({num_rows}), got {batch_size}")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    _check_positive(patience, "patience")
+    _check_positive(max_bad_steps, "max_bad_steps", allow_none=False)
+    if patience is not None and eval_fn is None:
+        raise ValueError("patience needs eval_fn: early stopping watches the evaluation loss")
+    if eval_fn is not None and eval_arrays is None:
+        raise ValueError("eval_fn needs eval_arrays, the batch it evaluates")
+
+    def run_epoch(state, best, batches, eval_batch):
+        def body(s, batch):
+            s, metrics = train_step.jitted(s, batch)
+            return s, (metrics["loss"], metrics["skipped"])
+
+        state, (losses, skipped) = jax.lax.scan(body, state, batches)
+        ok = skipped == 0
+        train_loss = jnp.sum(jnp.where(ok, losses, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
+        if eval_fn is None:
+            return state, best, train_loss, jnp.sum(skipped), jnp.float32(jnp.nan), {}
+        loss, aux = _call_loss(eval_fn, state.params, eval_batch)
+        better = loss < best[1]
+        best = (
+            jax.tree.map(lambda new, old: jnp.where(better, new, old), state.params, best[0]),
+            jnp.where(better, loss, best[1]),
+        )
+        return state, best, train_loss, jnp.sum(skipped), loss, aux
+
+    compiled_epoch = jax.jit(run_epoch, compiler_options=compiler_options)
+    steps_per_epoch = num_rows // int(batch_size)
+    rng = np.random.default_rng(seed)
+    best = (jax.tree.map(lambda a: jnp.array(a, copy=True), state.params), jnp.float32(np.inf))
+    history, best_loss, wait = [], np.inf, 0
+    for epoch in range(int(epochs)):
+        order = rng.permutation(num_rows)[: steps_per_epoch * int(batch_size)].reshape(steps_per_epoch, -1)
+        batches = tuple(a[order] for a in host)
+        state, best, train_loss, skipped, eval_loss, aux = compiled_epoch(state, best, batches, eval_arrays)
+        row = {"epoch": epoch, "train_loss": float(train_loss), "skipped": int(skipped)}
+        if int(state.bad_steps) >= max_bad_steps:
+            raise NonFiniteError(
+                f"{int(state.bad_steps)} consecutive steps had a non-finite loss or gradient (epoch {epoch}, "
+                f"optimizer step {int(state.step)}); the state holds the last good parameters"
+            )
+        if eval_fn is not None:
+            row["eval_loss"] = float(eval_loss)
+            row.update({f"eval_{k}": float(v) for k, v in aux.items()})
+        history.append(row)
+        if eval_fn is not None:
+            if row["eval_loss"] < best_loss:
+                best_loss, wait = row["eval_loss"], 0
+            else:
+                wait += 1
+                if patience is not None and wait >= patience:
+                    break
+    if eval_fn is not None and restore_best and history:
+        state = state._replace(params=best[0])
     return state, history

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+import jaxrnn
 from jaxrnn import checkpoint, data
 from jaxrnn.train import (
     NonFiniteError,
@@ -327,3 +328,86 @@ def test_fit_errors(tmp_path):
         fit(state, step, [], progress=False)
     with pytest.raises(TypeError, match="state must be a TrainState"):
         fit(state.params, step, good)
+
+
+# --- fit_arrays: in-memory data, one compiled call per epoch ---------------------------------------------------------
+
+
+def _linear_problem(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5], np.float32) + 0.3).astype(np.float32)
+    params = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+    traces = []
+
+    def loss_fn(p, batch):
+        traces.append(1)
+        xb, yb = batch
+        return jnp.mean((xb @ p["w"] + p["b"] - yb) ** 2)
+
+    return x, y, params, loss_fn, traces
+
+
+def test_fit_arrays_learns_deterministically_and_compiles_once():
+    x, y, params, loss_fn, traces = _linear_problem()
+    opt = optax.sgd(0.1)
+    step = jaxrnn.make_train_step(loss_fn, opt)
+    run = lambda: jaxrnn.train.fit_arrays(  # noqa: E731
+        jaxrnn.init_state(params, opt, jax.random.key(0)),
+        step,
+        (x, y),
+        batch_size=16,
+        epochs=30,
+        eval_fn=loss_fn,
+        eval_arrays=(x, y),
+        seed=3,
+    )
+    state, history = run()
+    assert len(history) == 30 and history[-1]["eval_loss"] < 1e-4 < history[0]["eval_loss"]
+    assert history[0]["skipped"] == 0 and int(state.step) == 30 * 4
+    assert len(traces) == 2, "one trace of the train step and one of the evaluation, for all 30 epochs"
+    state2, history2 = run()
+    np.testing.assert_array_equal(state.params["w"], state2.params["w"])
+    assert history == history2
+
+
+def test_fit_arrays_early_stopping_restores_best():
+    x, y, params, loss_fn, _ = _linear_problem()
+    x_val, y_val = x[:16] + 3.0, y[:16]  # a shifted validation set: its loss soon rises again
+    opt = optax.adam(0.3)
+    state, history = jaxrnn.train.fit_arrays(
+        jaxrnn.init_state(params, opt, jax.random.key(0)),
+        jaxrnn.make_train_step(loss_fn, opt),
+        (x, y),
+        batch_size=8,
+        epochs=200,
+        eval_fn=loss_fn,
+        eval_arrays=(x_val, y_val),
+        patience=3,
+    )
+    losses = [row["eval_loss"] for row in history]
+    assert len(history) < 200 and np.argmin(losses) == len(losses) - 4
+    assert float(loss_fn(state.params, (x_val, y_val))) == pytest.approx(min(losses), rel=1e-6)
+
+
+def test_fit_arrays_stops_on_non_finite_data():
+    x, y, params, loss_fn, _ = _linear_problem()
+    x = np.full_like(x, np.nan)
+    opt = optax.sgd(0.1)
+    state0 = jaxrnn.init_state(params, opt, jax.random.key(0))
+    with pytest.raises(jaxrnn.train.NonFiniteError, match="consecutive steps had a non-finite loss"):
+        jaxrnn.train.fit_arrays(state0, jaxrnn.make_train_step(loss_fn, opt), (x, y), batch_size=4, max_bad_steps=5)
+
+
+def test_fit_arrays_errors():
+    x, y, params, loss_fn, _ = _linear_problem()
+    opt = optax.sgd(0.1)
+    state, step = jaxrnn.init_state(params, opt, jax.random.key(0)), jaxrnn.make_train_step(loss_fn, opt)
+    with pytest.raises(ValueError, match="arrays must share their leading size"):
+        jaxrnn.train.fit_arrays(state, step, (x, y[:10]), batch_size=4)
+    with pytest.raises(ValueError, match=r"batch_size must be <= the number of rows \(64\), got 65"):
+        jaxrnn.train.fit_arrays(state, step, (x, y), batch_size=65)
+    with pytest.raises(ValueError, match="patience needs eval_fn"):
+        jaxrnn.train.fit_arrays(state, step, (x, y), batch_size=4, patience=2)
+    with pytest.raises(TypeError, match="train_step must come from make_train_step"):
+        jaxrnn.train.fit_arrays(state, loss_fn, (x, y), batch_size=4)
