@@ -106,14 +106,15 @@ def run(config: dict | None = None) -> dict:
 
     train_arr = jnp.asarray(train_ids)
 
+    @jax.jit
+    def random_windows(k):
+        starts = jax.random.randint(k, (B,), 0, len(train_ids) - L - 1)
+        window = jax.vmap(lambda s: jax.lax.dynamic_slice(train_arr, (s,), (L + 1,)))(starts)
+        return window[:, :-1], window[:, 1:]
+
     def epoch_data(epoch):
         keys = jax.random.split(jax.random.fold_in(k_data, epoch), ctx["steps_per_epoch"])
-        out = []
-        for k in keys:
-            starts = jax.random.randint(k, (B,), 0, len(train_ids) - L - 1)
-            window = jax.vmap(lambda s: jax.lax.dynamic_slice(train_arr, (s,), (L + 1,)))(starts)
-            out.append((window[:, :-1], window[:, 1:]))
-        return out
+        return [random_windows(k) for k in keys]
 
     optimizer = optax.adam(optax.cosine_decay_schedule(ctx["lr"], ctx["steps"], alpha=0.1))
     state = train.init_state(params, optimizer, k_train)

@@ -118,3 +118,13 @@ def test_stack_errors():
         layer.apply(params, XS, carry=(None,))
     with pytest.raises(ValueError, match="xs has 3 features"):
         layer.apply(params, XS[..., :3])
+
+
+def test_time_major_equals_batch_major():
+    layer = jaxrnn.stack(jaxrnn.gru, 2, bidirectional=True)
+    params = layer.init(jax.random.key(0), 4, 5)
+    finals, ys = layer.apply(params, XS, lengths=LENGTHS)
+    finals_tm, ys_tm = layer.apply(params, jnp.swapaxes(XS, 0, 1), lengths=LENGTHS, time_major=True)
+    assert ys_tm.shape == (6, 3, 10)
+    assert_trees_close(jnp.swapaxes(ys_tm, 0, 1), ys)
+    assert_trees_close(finals_tm, finals)
