@@ -15,7 +15,7 @@ from jaxrnn.layers import DenseParams, EmbeddingParams, Module, dense, dropout, 
 from jaxrnn.losses import last_valid, masked_mean, sequence_cross_entropy, sequence_mask, sequence_mse
 from jaxrnn.parallel import data_mesh
 from jaxrnn.stack import Bidirectional, Layer, stack
-from jaxrnn.train import TrainState, evaluate, fit, init_state, make_eval_step, make_train_step
+from jaxrnn.train import TrainState, evaluate, fit, fit_arrays, init_state, make_eval_step, make_train_step
 
 elman = cells.elman.cell
 lstm = cells.lstm.cell
@@ -43,6 +43,7 @@ __all__ = [
     "data_mesh",
     "evaluate",
     "fit",
+    "fit_arrays",
     "init_state",
     "interop",
     "make_eval_step",
