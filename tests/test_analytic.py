@@ -20,12 +20,7 @@ T, D, H = 5, 2, 3
 LENGTHS = np.array([[5, 3, 0], [1, 4, 2]], np.int32)
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
+pytestmark = pytest.mark.usefixtures("x64")  # every test here runs in float64 (conftest.py)
 
 
 def _rand(key, shape, scale=1.0):

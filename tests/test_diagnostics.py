@@ -17,12 +17,7 @@ CELLS = {
 T, D, H = 6, 2, 3
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
+pytestmark = pytest.mark.usefixtures("x64")  # every test here runs in float64 (conftest.py)
 
 
 def make_case(name, batch=(2, 3), seed=0):
