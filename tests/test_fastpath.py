@@ -78,19 +78,15 @@ def test_analytic_gradients_equal_autodiff_float32_jit(name, with_lengths, rever
     assert rel_err(g_ad, g_an) < 1e-5
 
 
+@pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("name", ["gru"])
 def test_float64_analytic_matches_autodiff_exactly(name):
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        cell, params, xs, carry0 = make_case(name, dtype=jnp.float64, seed=1)
-        kwargs = {"lengths": jnp.asarray(LENGTHS), "time_major": True}
-        xs = jnp.moveaxis(xs, -2, 0)
-        g_default = jax.grad(make_loss(cell, "analytic", **kwargs), argnums=(0, 1, 2))(params, xs, carry0)
-        g_ad = jax.grad(make_loss(cell, "autodiff", **kwargs), argnums=(0, 1, 2))(params, xs, carry0)
-        assert rel_err(g_ad, g_default) < 1e-12
-    finally:
-        jax.config.update("jax_enable_x64", previous)
+    cell, params, xs, carry0 = make_case(name, dtype=jnp.float64, seed=1)
+    kwargs = {"lengths": jnp.asarray(LENGTHS), "time_major": True}
+    xs = jnp.moveaxis(xs, -2, 0)
+    g_default = jax.grad(make_loss(cell, "analytic", **kwargs), argnums=(0, 1, 2))(params, xs, carry0)
+    g_ad = jax.grad(make_loss(cell, "autodiff", **kwargs), argnums=(0, 1, 2))(params, xs, carry0)
+    assert rel_err(g_ad, g_default) < 1e-12
 
 
 @pytest.mark.parametrize("name", ["lstm"])
