@@ -73,9 +73,15 @@ def _jax_bench(apply, params, cfg, note="", sharded=False) -> JaxBench:
         devices = jax.devices()
         if len(devices) < 2 or cfg["B"] % len(devices):
             raise RuntimeError(f"needs >= 2 devices dividing B={cfg['B']} (have {len(devices)})")
-        mesh = Mesh(devices, ("b",))
+        mesh = Mesh(devices, ("batch",))  # jaxrnn.parallel.AXIS: jaxrnn.rnn runs per device under this mesh
         rep = NamedSharding(mesh, PartitionSpec())
-        bat = NamedSharding(mesh, PartitionSpec("b"))
+        bat = NamedSharding(mesh, PartitionSpec("batch"))
+        plain_apply = apply
+
+        def apply(p, x):
+            with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+                return plain_apply(p, x)
+
         params = jax.device_put(params, rep)
         opt_state = jax.device_put(opt_state, rep)
         xs, target = jax.device_put(xs, bat), jax.device_put(target, bat)

@@ -222,13 +222,13 @@ def elman_forward(params: ElmanParams, carry: jax.Array, x: jax.Array):
     return h, h, ElmanResiduals(h=h)
 
 
-def _elman_delta(params: ElmanParams, carry, res: ElmanResiduals, dcarry, dh):
+def _elman_delta(params: ElmanParams, carry, res: ElmanResiduals, dcarry, dh, w_h_t=None):
     g = dcarry + dh
     if params.activation == "tanh":
         da = g * (1.0 - res.h * res.h)
     else:
         da = g * (res.h > 0).astype(g.dtype)
-    return da, da, da @ params.w_h.T
+    return da, da, da @ (params.w_h.T if w_h_t is None else w_h_t)
 
 
 def elman_step_vjp(params: ElmanParams, carry: jax.Array, x: jax.Array, residuals: ElmanResiduals, dcarry, dh):
@@ -253,7 +253,7 @@ def lstm_forward(params: LSTMParams, carry: LSTMState, x: jax.Array):
     return LSTMState(h=h, c=act.c), h, act
 
 
-def _lstm_delta(params: LSTMParams, carry: LSTMState, res: LSTMGates, dcarry: LSTMState, dh):
+def _lstm_delta(params: LSTMParams, carry: LSTMState, res: LSTMGates, dcarry: LSTMState, dh, w_h_t=None):
     g_h = dcarry.h + dh
     tc = jnp.tanh(res.c)
     d_o = g_h * tc
@@ -268,7 +268,7 @@ def _lstm_delta(params: LSTMParams, carry: LSTMState, res: LSTMGates, dcarry: LS
         ],
         axis=-1,
     )
-    return da, da, LSTMState(h=da @ params.w_h.T, c=dc * res.f)
+    return da, da, LSTMState(h=da @ (params.w_h.T if w_h_t is None else w_h_t), c=dc * res.f)
 
 
 def lstm_step_vjp(params: LSTMParams, carry: LSTMState, x: jax.Array, residuals: LSTMGates, dcarry: LSTMState, dh):
@@ -303,14 +303,14 @@ def gru_forward(params: GRUParams, carry: jax.Array, x: jax.Array):
     return h, h, GRUResiduals(r=r, z=z, n=n, hn=hn)
 
 
-def _gru_delta(params: GRUParams, carry, res: GRUResiduals, dcarry, dh):
+def _gru_delta(params: GRUParams, carry, res: GRUResiduals, dcarry, dh, w_h_t=None):
     g = dcarry + dh
     dn_pre = g * (1.0 - res.z) * (1.0 - res.n * res.n)
     da_r = dn_pre * res.hn * res.r * (1.0 - res.r)
     da_z = g * (carry - res.n) * res.z * (1.0 - res.z)
     da = jnp.concatenate([da_r, da_z, dn_pre], axis=-1)
     du = jnp.concatenate([da_r, da_z, dn_pre * res.r], axis=-1)
-    return da, du, du @ params.w_h.T + g * res.z
+    return da, du, du @ (params.w_h.T if w_h_t is None else w_h_t) + g * res.z
 
 
 def gru_step_vjp(params: GRUParams, carry: jax.Array, x: jax.Array, residuals: GRUResiduals, dcarry, dh):

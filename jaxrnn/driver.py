@@ -23,7 +23,7 @@ from jax import lax
 from jaxrnn._checks import as_float_array, check_lengths, check_tree_matches, shape_str
 from jaxrnn.cells.base import Cell
 
-__all__ = ["Prepared", "prepare", "rnn", "scan_cell", "truncated_rnn"]
+__all__ = ["Prepared", "batch_mesh", "match_varying", "prepare", "rnn", "scan_cell", "sum_to_varying", "truncated_rnn"]
 
 
 class Prepared(NamedTuple):
@@ -129,6 +129,44 @@ def _where_valid(valid: jax.Array, new, old):
         return jnp.where(mask, n, o)
 
     return jax.tree.map(pick, new, old)
+
+
+def _varying_axes(x) -> frozenset:
+    aval = jax.typeof(x)
+    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10
+    if manual is not None:
+        return frozenset(manual.varying)
+    return frozenset(getattr(aval, "vma", ()))  # jax 0.6 - 0.9
+
+
+def match_varying(tree, *like):
+    """``tree`` with each leaf marked as varying over every ``shard_map`` mesh axis that any leaf of ``like`` varies
+    over (``jax.lax.pcast(..., to="varying")``). Inside ``shard_map`` a ``lax.scan`` needs its initial carry to vary
+    like the carry its body returns: a default zero carry does not vary, a step on batch-sharded ``xs`` does. A
+    no-op outside ``shard_map``."""
+    axes = set()
+    for leaf in jax.tree.leaves(like):
+        axes |= _varying_axes(leaf)
+    if not axes:
+        return tree
+
+    def cast(x):
+        missing = tuple(sorted(axes - _varying_axes(x)))
+        return lax.pcast(x, missing, to="varying") if missing else x
+
+    return jax.tree.map(cast, tree)
+
+
+def sum_to_varying(cotangent, primal):
+    """The transpose of :func:`match_varying`: each leaf of ``cotangent`` summed (``lax.psum``) over the
+    ``shard_map`` axes it varies over and the matching leaf of ``primal`` does not, as a custom VJP must return
+    for a replicated input (the parameters) used on sharded data."""
+
+    def reduce(ct, x):
+        extra = tuple(sorted(_varying_axes(ct) - _varying_axes(x)))
+        return lax.psum(ct, extra) if extra else ct
+
+    return jax.tree.map(reduce, cotangent, primal)
 
 
 def scan_cell(step, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1, t_offset=0):
@@ -288,15 +326,66 @@ def rnn(
         unroll=unroll,
         checkpoint_every=checkpoint_every,
         analytic=use_analytic and checkpoint_every is None,
+        mesh=batch_mesh(prep.batch_shape),
     )
     return final, _to_layout(ys, time_major)
 
 
-@functools.partial(jax.jit, static_argnums=0, static_argnames=("reverse", "unroll", "checkpoint_every", "analytic"))
-def _run_scan(cell, params, xs_tm, carry, lengths, *, reverse, unroll, checkpoint_every, analytic):
+def batch_mesh(batch_shape):
+    """The mesh the scan's batch is split over, or None: the mesh set with ``jax.set_mesh`` when it has an axis
+    named ``jaxrnn.parallel.AXIS`` (``"batch"``) of more than one device, not already manual (inside
+    ``shard_map``), that divides the first batch dim. Otherwise the scan runs whole (and, under ``jit`` with sharded
+    inputs, XLA partitions it as it sees fit)."""
+    from jaxrnn.parallel import AXIS
+
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or AXIS not in mesh.axis_names or not batch_shape:
+        return None
+    size = mesh.shape[AXIS]
+    manual = mesh.axis_types[mesh.axis_names.index(AXIS)] == jax.sharding.AxisType.Manual
+    if manual or size < 2 or batch_shape[0] % size:
+        return None
+    return mesh
+
+
+def _shard_over_batch(scan, mesh):
+    """``scan(params, xs_tm, carry, lengths)`` run by ``shard_map`` on each device's slice of the first batch dim:
+    the whole recurrence, forward and backward, stays on one device, and the only communication is the sum of the
+    parameter gradients (the transpose of replicating the params), once per call."""
+    from jax.sharding import PartitionSpec as P
+
+    from jaxrnn.parallel import AXIS
+
+    def specs(tree, spec):
+        return jax.tree.map(lambda _: spec, tree)
+
+    def run(params, xs_tm, carry, lengths):
+        in_specs = (specs(params, P()), P(None, AXIS), specs(carry, P(AXIS)), None if lengths is None else P(AXIS))
+        out_specs = (specs(carry, P(AXIS)), P(None, AXIS))
+        sharded = jax.shard_map(scan, mesh=mesh, in_specs=in_specs, out_specs=out_specs, axis_names={AXIS})
+        return sharded(params, xs_tm, carry, lengths)
+
+    return run
+
+
+@functools.partial(
+    jax.jit, static_argnums=0, static_argnames=("reverse", "unroll", "checkpoint_every", "analytic", "mesh")
+)
+def _run_scan(cell, params, xs_tm, carry, lengths, *, reverse, unroll, checkpoint_every, analytic, mesh=None):
     """The scan under ``jit`` with the cell static, so that eager calls hit the compilation cache (a bare
     ``lax.scan`` outside ``jit`` retraces and recompiles its body on every call). Inside an outer ``jit`` this
-    inlines."""
+    inlines. With ``mesh`` (from :func:`batch_mesh`) it runs under ``shard_map`` over the batch."""
+
+    def scan(params, xs_tm, carry, lengths):
+        return _scan_whole(cell, params, xs_tm, carry, lengths, reverse, unroll, checkpoint_every, analytic)
+
+    if mesh is not None:
+        return _shard_over_batch(scan, mesh)(params, xs_tm, carry, lengths)
+    return scan(params, xs_tm, carry, lengths)
+
+
+def _scan_whole(cell, params, xs_tm, carry, lengths, reverse, unroll, checkpoint_every, analytic):
+    carry = match_varying(carry, params, xs_tm, carry, lengths)
     if analytic:
         from jaxrnn.fastpath import analytic_scan
 
@@ -342,7 +431,7 @@ def truncated_rnn(
         cell.step,
         params,
         prep.xs,
-        prep.carry,
+        match_varying(prep.carry, params, prep.xs, prep.carry, prep.lengths),
         prep.lengths,
         prep.batch_shape,
         chunk_size=chunk_size,

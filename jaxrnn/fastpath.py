@@ -3,7 +3,8 @@
 ``jaxrnn.rnn(cell, params, xs, grad="analytic")`` runs :func:`analytic_scan`; it is also what ``grad=None`` (the
 default) means for ``jaxrnn.lstm`` and ``jaxrnn.gru``, where it measured 1.1–1.4x faster training steps on CPU than
 autodiff (Elman, with a single cheap gate block, measured no gain and stays on autodiff). Its forward is one ``lax.scan`` that
-keeps, per step, the carry it started from and the cell's residuals (:mod:`jaxrnn.analytic`). Its backward is one
+keeps, per step, the carry it started from and the cell's residuals (:mod:`jaxrnn.analytic`), written as one
+packed array per step when a step's residuals are small (``PACK_MAX_BYTES``). Its backward is one
 reverse ``lax.scan`` that carries only ``dcarry`` and emits the per-step pre-activation (gate) cotangents
 ``da_t, du_t [*batch, G*H]``; everything that does not feed the recurrence is formed after the loop, one matmul
 each over time and batch::
@@ -29,11 +30,13 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxrnn.analytic import _RULES, StepRule, _acc_dtype, _assemble, _hidden, _mask_tree, forward_with_residuals
 from jaxrnn.cells import gru as _gru
 from jaxrnn.cells import lstm as _lstm
+from jaxrnn.driver import match_varying, sum_to_varying
 
 __all__ = ["analytic_by_default", "analytic_scan", "has_rule"]
 
@@ -65,39 +68,95 @@ def _scan(name, reverse, unroll, params, xs_tm, carry, lengths):
     return final, ys
 
 
+# Packing pays where a step is so small that the per-op cost of writing each residual dominates (LSTM B=1 H=32:
+# training step 1.15-1.3x faster); at B=64 H=512 the concatenation cost 10% (benchmarks/, issue 7).
+PACK_MAX_BYTES = 32 * 1024
+
+
+def _residual_layout(rule, params, carry, x):
+    """How one step's ``(carry, residuals)`` leaves pack into one ``[*batch, Σ widths]`` array: ``(treedef,
+    split indices)``; None (keep one stacked array per leaf) when the leaves differ in dtype or batch shape, or
+    when a step's residuals exceed ``PACK_MAX_BYTES``."""
+    tree = jax.eval_shape(lambda c, x: (c, rule.forward(params, c, x)[2]), carry, x)
+    leaves, treedef = jax.tree.flatten(tree)
+    if len({(leaf.dtype, leaf.shape[:-1]) for leaf in leaves}) != 1 or any(leaf.ndim == 0 for leaf in leaves):
+        return None
+    if sum(leaf.size * leaf.dtype.itemsize for leaf in leaves) > PACK_MAX_BYTES:
+        return None
+    widths = [leaf.shape[-1] for leaf in leaves]
+    return treedef, tuple(int(i) for i in np.cumsum(widths)[:-1])
+
+
+def _unpack(layout, packed):
+    treedef, indices = layout
+    return jax.tree.unflatten(treedef, jnp.split(packed, indices, axis=-1))
+
+
+def _forward_packed(rule, params, xs_tm, carry, lengths, reverse, unroll):
+    """:func:`forward_with_residuals` with each step's carry and residuals written as one array: one
+    dynamic-update-slice per step instead of one per leaf, which is most of a small step's cost on CPU."""
+    times = jnp.arange(xs_tm.shape[0])
+
+    def body(c, inputs):
+        t, x = inputs
+        new_c, y, res = rule.forward(params, c, x)
+        if lengths is not None:
+            valid = t < lengths
+            new_c = _mask_tree(valid, new_c, c)
+            y = jnp.where(valid[..., None], y, jnp.zeros_like(y))
+        return new_c, (y, jnp.concatenate(jax.tree.leaves((c, res)), axis=-1))
+
+    final, (ys, packed) = lax.scan(body, carry, (times, xs_tm), reverse=reverse, unroll=unroll)
+    return final, ys, packed
+
+
 def _scan_fwd(name, reverse, unroll, params, xs_tm, carry, lengths):
     rule = _BY_NAME[name]
+    layout = _residual_layout(rule, params, carry, xs_tm[0])
+    if layout is not None:
+        final, ys, packed = _forward_packed(rule, params, xs_tm, carry, lengths, reverse, unroll)
+        return (final, ys), (params, xs_tm, packed, lengths)
     final, ys, carries, res = forward_with_residuals(
         rule, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll
     )
-    return (final, ys), (params, xs_tm, carries, res, lengths)
+    return (final, ys), (params, xs_tm, (carries, res), lengths)
 
 
 def _scan_bwd(name, reverse, unroll, saved, cotangents):
     rule: StepRule = _BY_NAME[name]
-    params, xs_tm, carries, res, lengths = saved
+    params, xs_tm, stacked, lengths = saved
     dfinal, dys = cotangents
     dtype = params.w_h.dtype
     dys = dys.astype(dtype)
-    dfinal = jax.tree.map(lambda d: d.astype(dtype), dfinal)
+    dfinal = match_varying(jax.tree.map(lambda d: d.astype(dtype), dfinal), params, xs_tm, stacked, dys)
+    if isinstance(stacked, tuple):
+        layout, carries_res = None, stacked
+    else:  # one packed array per step (_forward_packed)
+        layout = _residual_layout(rule, params, dfinal, xs_tm[0])
+        carries_res = stacked
     times = jnp.arange(xs_tm.shape[0])
+    # W_hᵀ once, materialised: left to itself XLA fuses the transpose into every step's matmul.
+    w_h_t = lax.optimization_barrier(params.w_h.T)
 
     def body(dcarry, inputs):
-        t, c, r, dy = inputs
+        t, step_res, dy = inputs
+        c, r = step_res if layout is None else _unpack(layout, step_res)
         if lengths is None:
-            da, du, dcarry_prev = rule.delta(params, c, r, dcarry, dy)
+            da, du, dcarry_prev = rule.delta(params, c, r, dcarry, dy, w_h_t)
             return dcarry_prev, (da, None if du is da else du)
         valid = t < lengths
         dy = jnp.where(valid[..., None], dy, jnp.zeros_like(dy))
         zeros = jax.tree.map(jnp.zeros_like, dcarry)
-        da, du, dcarry_prev = rule.delta(params, c, r, _mask_tree(valid, dcarry, zeros), dy)
+        da, du, dcarry_prev = rule.delta(params, c, r, _mask_tree(valid, dcarry, zeros), dy, w_h_t)
         return _mask_tree(valid, dcarry_prev, dcarry), (da, None if du is da else du)
 
-    dcarry0, (da, du) = lax.scan(body, dfinal, (times, carries, res, dys), reverse=not reverse, unroll=unroll)
+    dcarry0, (da, du) = lax.scan(body, dfinal, (times, carries_res, dys), reverse=not reverse, unroll=unroll)
+    carries = carries_res[0] if layout is None else _unpack(layout, carries_res)[0]
     # Elman and LSTM: du is da (only the GRU's n gate differs), so it is emitted once.
     dparams = _assemble(params, xs_tm, _hidden(carries), da, da if du is None else du)
     dxs = jnp.matmul(da, params.w_x.T, preferred_element_type=_acc_dtype(dtype)).astype(xs_tm.dtype)
-    return dparams, dxs, dcarry0, None
+    carry0 = jax.tree.map(lambda c: c[0], carries)  # any step: only its sharding is used
+    return sum_to_varying(dparams, params), sum_to_varying(dxs, xs_tm), sum_to_varying(dcarry0, carry0), None
 
 
 _scan.defvjp(_scan_fwd, _scan_bwd)

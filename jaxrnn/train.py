@@ -211,10 +211,12 @@ class TrainStep:
     def __call__(self, state: TrainState, batch):
         if not isinstance(state, TrainState):
             raise TypeError(f"state must be a TrainState (from init_state), got {type(state).__name__}")
-        if self.mesh is not None:
-            batch = _parallel.shard_batch(batch, self.mesh)
-            state = _parallel.replicate(state, self.mesh)
-        return self.jitted(state, batch)
+        if self.mesh is None:
+            return self.jitted(state, batch)
+        batch = _parallel.shard_batch(batch, self.mesh)
+        state = _parallel.replicate(state, self.mesh)
+        with jax.set_mesh(self.mesh):  # jaxrnn.rnn then runs each device's slice of the batch (driver.batch_mesh)
+            return self.jitted(state, batch)
 
 
 def make_train_step(
@@ -267,10 +269,12 @@ class EvalStep:
         return self.jitted._cache_size()
 
     def __call__(self, params, batch):
-        if self.mesh is not None:
-            batch = _parallel.shard_batch(batch, self.mesh)
-            params = _parallel.replicate(params, self.mesh)
-        return self.jitted(params, batch)
+        if self.mesh is None:
+            return self.jitted(params, batch)
+        batch = _parallel.shard_batch(batch, self.mesh)
+        params = _parallel.replicate(params, self.mesh)
+        with jax.set_mesh(self.mesh):
+            return self.jitted(params, batch)
 
 
 def make_eval_step(loss_fn: Callable, *, mesh: jax.sharding.Mesh | None = None) -> EvalStep:

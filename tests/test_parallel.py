@@ -67,6 +67,74 @@ SCRIPT = textwrap.dedent(
 )
 
 
+SHARD_MAP_SCRIPT = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import PartitionSpec as P
+    import jaxrnn
+    from jaxrnn import parallel
+    from jaxrnn.driver import batch_mesh
+    jax.config.update("jax_numpy_rank_promotion", "raise")
+    mesh = parallel.data_mesh()
+    rng = np.random.default_rng(0)
+    xs = jnp.asarray(rng.normal(size=(8, 5, 3)), jnp.float32)
+    dys = jnp.asarray(rng.normal(size=(8, 5, 4)), jnp.float32)
+    lengths = jnp.asarray([5, 1, 0, 3, 5, 2, 4, 5])
+
+    def close(a, b):
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_allclose(u, v, rtol=2e-5, atol=2e-6)
+
+    cases = [(jaxrnn.lstm, {}), (jaxrnn.gru, {"reverse": True}), (jaxrnn.elman, {}), (jaxrnn.lstm, {"grad": "autodiff"}),
+             (jaxrnn.lstm, {"checkpoint_every": 2})]
+    for cell, kw in cases:
+        params = cell.init(jax.random.key(1), 3, 4)
+
+        def loss(p, x, d, n):
+            carry, ys = jaxrnn.rnn(cell, p, x, lengths=n, **kw)
+            return jnp.sum(ys * d) + jnp.sum(jax.tree.leaves(carry)[0])
+
+        want = jax.value_and_grad(loss, argnums=(0, 1))(params, xs, dys, lengths)
+
+        # 1. inside the user's own shard_map: per-device loss, parameter gradients summed by the transpose
+        def local(p, x, d, n):
+            value, (dp, dx) = jax.value_and_grad(loss, argnums=(0, 1))(p, x, d, n)
+            return jax.lax.psum(value, "batch"), dp, dx
+        spec = (P(), P("batch"), P("batch"), P("batch"))
+        got = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=spec, out_specs=(P(), P(), P("batch"))))(
+            params, xs, dys, lengths)
+        close(got, (want[0], *want[1]))
+
+        # 2. under jax.set_mesh: rnn splits its scan over the batch itself
+        with jax.set_mesh(mesh):
+            assert batch_mesh((8,)) is not None and batch_mesh((5,)) is None and batch_mesh(()) is None
+            placed = parallel.shard_batch((xs, dys, lengths), mesh)
+            got = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, *placed)
+            close(got, want)
+            text = jax.jit(loss).lower(params, *placed).as_text()
+            assert "shard_map" in text or "sdy.manual_computation" in text, text[:2000]
+            # a batch the mesh does not divide runs whole, with the same numbers
+            got5 = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, xs[:5], dys[:5], lengths[:5])
+            close(got5, jax.value_and_grad(loss, argnums=(0, 1))(params, xs[:5], dys[:5], lengths[:5]))
+
+    layer = jaxrnn.stack(jaxrnn.gru, 2, bidirectional=True)
+    lp = layer.init(jax.random.key(2), 3, 4)
+    want = layer.apply(lp, xs, lengths=lengths)
+    with jax.set_mesh(mesh):
+        close(jax.jit(lambda p, x, n: layer.apply(p, x, lengths=n))(lp, *parallel.shard_batch((xs, lengths), mesh)), want)
+    print("OK")
+    """
+)
+
+
+def test_rnn_inside_shard_map_and_under_set_mesh():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, "-c", SHARD_MAP_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+
+
 def test_sharded_step_matches_single_device():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
