@@ -88,7 +88,11 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
 class Context:
     """One study run: resolved config, output folder, timing, progress and outputs."""
 
-    def __init__(self, name: str, config: dict | None, defaults: dict | None = None):
+    def __init__(
+        self, name: str, config: dict | None, defaults: dict | None = None, quick_defaults: dict | None = None
+    ):
+        """``config`` (the caller's options; None values ignored) over ``quick_defaults`` (quick runs only) over
+        ``defaults``."""
         config = dict(config or {})
         self.name = name
         self.quick = bool(config.get("quick", False))
@@ -97,6 +101,8 @@ class Context:
         self.out.mkdir(parents=True, exist_ok=True)
         self.verbose = bool(config.get("verbose", True))
         merged = dict(defaults or {})
+        if self.quick:
+            merged.update(quick_defaults or {})
         merged.update({k: v for k, v in config.items() if v is not None})
         merged.update(quick=self.quick, seed=self.seed, out=str(self.out))
         self.config = merged

@@ -67,9 +67,7 @@ def _read_text(ctx: Context) -> tuple[str, str]:
 def run(config: dict | None = None) -> dict:
     from jaxrnn import data, train
 
-    config = dict(config or {})
-    defaults = dict(DEFAULTS, **(QUICK if config.get("quick") else {}))
-    ctx = Context("char_lm", config, defaults)
+    ctx = Context("char_lm", config, DEFAULTS, QUICK)
     text, source = _read_text(ctx)
     vocab = data.Vocabulary.build([data.char_tokenize(text)])
     ids = vocab.encode(data.char_tokenize(text))

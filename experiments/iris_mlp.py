@@ -240,11 +240,7 @@ def _figures(ctx: Context, seed, modern):
 
 
 def run(config: dict | None = None) -> dict:
-    config = dict(config or {})
-    defaults = dict(DEFAULTS, **(QUICK if config.get("quick") else {}))
-    if config.get("epochs") is not None:
-        defaults["epochs"] = config.pop("epochs")
-    ctx = Context("iris_mlp", config, defaults)
+    ctx = Context("iris_mlp", config, DEFAULTS, QUICK)
     x, y = load_iris()
     seed = part_seed(ctx, x, y)
     modern = part_modern(ctx, x, y)

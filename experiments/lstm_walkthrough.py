@@ -230,9 +230,7 @@ def _figures(ctx: Context, step: dict, heat: dict) -> None:
 
 
 def run(config: dict | None = None) -> dict:
-    config = dict(config or {})
-    defaults = dict(DEFAULTS, **(QUICK if config.get("quick") else {}))
-    ctx = Context("lstm_walkthrough", config, defaults)
+    ctx = Context("lstm_walkthrough", config, DEFAULTS, QUICK)
     step = walkthrough(ctx)
     heat = gate_heatmap(ctx)
     _figures(ctx, step, heat)

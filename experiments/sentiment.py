@@ -51,11 +51,7 @@ def _load(ctx: Context):
 def run(config: dict | None = None) -> dict:
     from jaxrnn import data, train
 
-    config = dict(config or {})
-    defaults = dict(DEFAULTS, **(QUICK if config.get("quick") else {}))
-    if config.get("epochs") is not None:
-        defaults["epochs"] = config.pop("epochs")
-    ctx = Context("sentiment", config, defaults)
+    ctx = Context("sentiment", config, DEFAULTS, QUICK)
     texts, labels, names, source = _load(ctx)
     K = len(names)
     ctx.log(f"corpus: {source}: {len(texts)} texts, labels {names} ({np.bincount(labels, minlength=K).tolist()})")

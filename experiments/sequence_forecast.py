@@ -255,9 +255,7 @@ def _figures(ctx: Context, frames: dict, sun: dict) -> None:
 
 
 def run(config: dict | None = None) -> dict:
-    config = dict(config or {})
-    defaults = dict(DEFAULTS, **(QUICK if config.get("quick") else {}))
-    ctx = Context("sequence_forecast", config, defaults)
+    ctx = Context("sequence_forecast", config, DEFAULTS, QUICK)
     frames = part_frames(ctx)
     sun = part_sunspots(ctx)
     _figures(ctx, frames, sun)

@@ -116,11 +116,7 @@ def _figures(ctx: Context, results: dict, x_te, y_te) -> None:
 def run(config: dict | None = None) -> dict:
     from jaxrnn import data
 
-    config = dict(config or {})
-    defaults = dict(DEFAULTS, **(QUICK if config.get("quick") else {}))
-    if config.get("epochs") is not None:
-        defaults["epochs"] = config.pop("epochs")
-    ctx = Context("sequential_digits", config, defaults)
+    ctx = Context("sequential_digits", config, DEFAULTS, QUICK)
     images, labels = load_digits()
     xs = (images / 16.0).astype(np.float32)  # [N, 8 rows = time steps, 8 pixels = features]
     split = data.split(jax.random.key(ctx.seed), xs, labels.astype(np.int32), fractions=ctx["fractions"])

@@ -244,9 +244,7 @@ def _figures(ctx: Context, flows: dict, adding: dict) -> None:
 
 
 def run(config: dict | None = None) -> dict:
-    config = dict(config or {})
-    defaults = dict(DEFAULTS, **(QUICK if config.get("quick") else {}))
-    ctx = Context("vanishing_gradients", config, defaults)
+    ctx = Context("vanishing_gradients", config, DEFAULTS, QUICK)
     ctx.config["lengths"] = [int(v) for v in ctx["lengths"]]
     flows = gradient_flows(ctx)
     adding = adding_problem(ctx)

@@ -238,9 +238,7 @@ def _figures(ctx: Context, order: dict, ker: dict) -> None:
 
 
 def run(config: dict | None = None) -> dict:
-    config = dict(config or {})
-    defaults = dict(DEFAULTS, **(QUICK if config.get("quick") else {}))
-    ctx = Context("word_order", config, defaults)
+    ctx = Context("word_order", config, DEFAULTS, QUICK)
     order = part_order(ctx)
     ker = part_keras(ctx)
     _figures(ctx, order, ker)

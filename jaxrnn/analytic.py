@@ -222,13 +222,13 @@ def elman_forward(params: ElmanParams, carry: jax.Array, x: jax.Array):
     return h, h, ElmanResiduals(h=h)
 
 
-def _elman_delta(params: ElmanParams, carry, res: ElmanResiduals, dcarry, dh, w_h_t=None):
+def _elman_delta(params: ElmanParams, carry, res: ElmanResiduals, dcarry, dh):
     g = dcarry + dh
     if params.activation == "tanh":
         da = g * (1.0 - res.h * res.h)
     else:
         da = g * (res.h > 0).astype(g.dtype)
-    return da, da, da @ (params.w_h.T if w_h_t is None else w_h_t)
+    return da, da, da @ params.w_h.T
 
 
 def elman_step_vjp(params: ElmanParams, carry: jax.Array, x: jax.Array, residuals: ElmanResiduals, dcarry, dh):
@@ -253,7 +253,7 @@ def lstm_forward(params: LSTMParams, carry: LSTMState, x: jax.Array):
     return LSTMState(h=h, c=act.c), h, act
 
 
-def _lstm_delta(params: LSTMParams, carry: LSTMState, res: LSTMGates, dcarry: LSTMState, dh, w_h_t=None):
+def _lstm_delta(params: LSTMParams, carry: LSTMState, res: LSTMGates, dcarry: LSTMState, dh):
     g_h = dcarry.h + dh
     tc = jnp.tanh(res.c)
     d_o = g_h * tc
@@ -268,7 +268,7 @@ def _lstm_delta(params: LSTMParams, carry: LSTMState, res: LSTMGates, dcarry: LS
         ],
         axis=-1,
     )
-    return da, da, LSTMState(h=da @ (params.w_h.T if w_h_t is None else w_h_t), c=dc * res.f)
+    return da, da, LSTMState(h=da @ params.w_h.T, c=dc * res.f)
 
 
 def lstm_step_vjp(params: LSTMParams, carry: LSTMState, x: jax.Array, residuals: LSTMGates, dcarry: LSTMState, dh):
@@ -303,14 +303,14 @@ def gru_forward(params: GRUParams, carry: jax.Array, x: jax.Array):
     return h, h, GRUResiduals(r=r, z=z, n=n, hn=hn)
 
 
-def _gru_delta(params: GRUParams, carry, res: GRUResiduals, dcarry, dh, w_h_t=None):
+def _gru_delta(params: GRUParams, carry, res: GRUResiduals, dcarry, dh):
     g = dcarry + dh
     dn_pre = g * (1.0 - res.z) * (1.0 - res.n * res.n)
     da_r = dn_pre * res.hn * res.r * (1.0 - res.r)
     da_z = g * (carry - res.n) * res.z * (1.0 - res.z)
     da = jnp.concatenate([da_r, da_z, dn_pre], axis=-1)
     du = jnp.concatenate([da_r, da_z, dn_pre * res.r], axis=-1)
-    return da, du, du @ (params.w_h.T if w_h_t is None else w_h_t) + g * res.z
+    return da, du, du @ params.w_h.T + g * res.z
 
 
 def gru_step_vjp(params: GRUParams, carry: jax.Array, x: jax.Array, residuals: GRUResiduals, dcarry, dh):
@@ -384,11 +384,16 @@ def _mask_tree(valid, new, old):
     return jax.tree.map(pick, new, old)
 
 
-def forward_with_residuals(rule: StepRule, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1):
+def forward_with_residuals(
+    rule: StepRule, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1, pack: bool = False
+):
     """Run the cell over ``xs_tm [T, *batch, D]`` keeping, per step, the carry it started from and the residuals.
 
-    Returns ``(final_carry, ys [T, *batch, H], carries_prev (stacked carry pytree [T, ...]), residuals [T, ...])``;
-    with ``lengths``, masked steps (``t >= lengths``) keep the carry and emit zeros, as :func:`jaxrnn.rnn` does.
+    Returns ``(final_carry, ys [T, *batch, H], kept)``: ``kept = (carries_prev, residuals)``, each a pytree stacked
+    over time ``[T, ...]``, or with ``pack=True`` those leaves concatenated along their last axis into one
+    ``[T, *batch, Σ widths]`` array (one write per step instead of one per leaf; the leaves must share dtype and
+    batch shape). With ``lengths``, masked steps (``t >= lengths``) keep the carry and emit zeros, as
+    :func:`jaxrnn.rnn` does.
     """
     times = jnp.arange(xs_tm.shape[0])
 
@@ -399,10 +404,11 @@ def forward_with_residuals(rule: StepRule, params, xs_tm, carry, lengths=None, *
             valid = t < lengths
             new_c = _mask_tree(valid, new_c, c)
             y = jnp.where(valid[..., None], y, jnp.zeros_like(y))
-        return new_c, (y, c, res)
+        kept = jnp.concatenate(jax.tree.leaves((c, res)), axis=-1) if pack else (c, res)
+        return new_c, (y, kept)
 
-    final, (ys, carries, res) = lax.scan(body, carry, (times, xs_tm), reverse=reverse, unroll=unroll)
-    return final, ys, carries, res
+    final, (ys, kept) = lax.scan(body, carry, (times, xs_tm), reverse=reverse, unroll=unroll)
+    return final, ys, kept
 
 
 def _check_cotangent(value, name: str, expected, hint: str):
@@ -471,7 +477,7 @@ def bptt(cell: Cell, params, xs, carry0, dys, dcarry_T=None, *, lengths=None, ti
 def _bptt_scan(rule, params, xs_tm, carry, dys_tm, dcarry_T, lengths, reverse):
     """The two scans of :func:`bptt` on validated time-major inputs. Returns ``(dparams, dxs_tm, dcarry0,
     dcarries)`` where ``dcarries[t]`` is the cotangent of the carry after step ``t`` (before adding ``dys[t]``)."""
-    _, _, carries, res = forward_with_residuals(rule, params, xs_tm, carry, lengths, reverse=reverse)
+    _, _, (carries, res) = forward_with_residuals(rule, params, xs_tm, carry, lengths, reverse=reverse)
     times = jnp.arange(xs_tm.shape[0])
     zero_params = jax.tree.map(jnp.zeros_like, params)
 

@@ -62,14 +62,12 @@ def analytic_scan(cell, params, xs_tm, carry, lengths=None, *, reverse=False, un
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _scan(name, reverse, unroll, params, xs_tm, carry, lengths):
-    final, ys, _, _ = forward_with_residuals(
-        _BY_NAME[name], params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll
-    )
+    final, ys, _ = forward_with_residuals(_BY_NAME[name], params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll)
     return final, ys
 
 
 # Packing pays where a step is so small that the per-op cost of writing each residual dominates (LSTM B=1 H=32:
-# training step 1.15-1.3x faster); at B=64 H=512 the concatenation cost 10% (benchmarks/, issue 7).
+# training step 1.1-1.3x faster); at B=64 H=512 the concatenation cost 10% (benchmarks/, issue 7).
 PACK_MAX_BYTES = 32 * 1024
 
 
@@ -92,66 +90,40 @@ def _unpack(layout, packed):
     return jax.tree.unflatten(treedef, jnp.split(packed, indices, axis=-1))
 
 
-def _forward_packed(rule, params, xs_tm, carry, lengths, reverse, unroll):
-    """:func:`forward_with_residuals` with each step's carry and residuals written as one array: one
-    dynamic-update-slice per step instead of one per leaf, which is most of a small step's cost on CPU."""
-    times = jnp.arange(xs_tm.shape[0])
-
-    def body(c, inputs):
-        t, x = inputs
-        new_c, y, res = rule.forward(params, c, x)
-        if lengths is not None:
-            valid = t < lengths
-            new_c = _mask_tree(valid, new_c, c)
-            y = jnp.where(valid[..., None], y, jnp.zeros_like(y))
-        return new_c, (y, jnp.concatenate(jax.tree.leaves((c, res)), axis=-1))
-
-    final, (ys, packed) = lax.scan(body, carry, (times, xs_tm), reverse=reverse, unroll=unroll)
-    return final, ys, packed
-
-
 def _scan_fwd(name, reverse, unroll, params, xs_tm, carry, lengths):
     rule = _BY_NAME[name]
-    layout = _residual_layout(rule, params, carry, xs_tm[0])
-    if layout is not None:
-        final, ys, packed = _forward_packed(rule, params, xs_tm, carry, lengths, reverse, unroll)
-        return (final, ys), (params, xs_tm, packed, lengths)
-    final, ys, carries, res = forward_with_residuals(
-        rule, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll
+    pack = _residual_layout(rule, params, carry, xs_tm[0]) is not None
+    final, ys, kept = forward_with_residuals(
+        rule, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, pack=pack
     )
-    return (final, ys), (params, xs_tm, (carries, res), lengths)
+    return (final, ys), (params, xs_tm, kept, lengths)
 
 
 def _scan_bwd(name, reverse, unroll, saved, cotangents):
     rule: StepRule = _BY_NAME[name]
-    params, xs_tm, stacked, lengths = saved
+    params, xs_tm, kept, lengths = saved
     dfinal, dys = cotangents
     dtype = params.w_h.dtype
     dys = dys.astype(dtype)
-    dfinal = match_varying(jax.tree.map(lambda d: d.astype(dtype), dfinal), params, xs_tm, stacked, dys)
-    if isinstance(stacked, tuple):
-        layout, carries_res = None, stacked
-    else:  # one packed array per step (_forward_packed)
-        layout = _residual_layout(rule, params, dfinal, xs_tm[0])
-        carries_res = stacked
+    dfinal = match_varying(jax.tree.map(lambda d: d.astype(dtype), dfinal), params, xs_tm, kept, dys)
+    # kept is (carries, residuals), or one packed array whose layout follows from the carry's shapes
+    layout = None if isinstance(kept, tuple) else _residual_layout(rule, params, dfinal, xs_tm[0])
     times = jnp.arange(xs_tm.shape[0])
-    # W_hᵀ once, materialised: left to itself XLA fuses the transpose into every step's matmul.
-    w_h_t = lax.optimization_barrier(params.w_h.T)
 
     def body(dcarry, inputs):
         t, step_res, dy = inputs
         c, r = step_res if layout is None else _unpack(layout, step_res)
         if lengths is None:
-            da, du, dcarry_prev = rule.delta(params, c, r, dcarry, dy, w_h_t)
+            da, du, dcarry_prev = rule.delta(params, c, r, dcarry, dy)
             return dcarry_prev, (da, None if du is da else du)
         valid = t < lengths
         dy = jnp.where(valid[..., None], dy, jnp.zeros_like(dy))
         zeros = jax.tree.map(jnp.zeros_like, dcarry)
-        da, du, dcarry_prev = rule.delta(params, c, r, _mask_tree(valid, dcarry, zeros), dy, w_h_t)
+        da, du, dcarry_prev = rule.delta(params, c, r, _mask_tree(valid, dcarry, zeros), dy)
         return _mask_tree(valid, dcarry_prev, dcarry), (da, None if du is da else du)
 
-    dcarry0, (da, du) = lax.scan(body, dfinal, (times, carries_res, dys), reverse=not reverse, unroll=unroll)
-    carries = carries_res[0] if layout is None else _unpack(layout, carries_res)[0]
+    dcarry0, (da, du) = lax.scan(body, dfinal, (times, kept, dys), reverse=not reverse, unroll=unroll)
+    carries = (kept if layout is None else _unpack(layout, kept))[0]
     # Elman and LSTM: du is da (only the GRU's n gate differs), so it is emitted once.
     dparams = _assemble(params, xs_tm, _hidden(carries), da, da if du is None else du)
     dxs = jnp.matmul(da, params.w_x.T, preferred_element_type=_acc_dtype(dtype)).astype(xs_tm.dtype)

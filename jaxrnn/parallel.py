@@ -30,7 +30,16 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["AXIS", "batch_sharding", "check_batch", "data_mesh", "replicate", "replicated", "shard_batch"]
+__all__ = [
+    "AXIS",
+    "batch_sharding",
+    "call_on_mesh",
+    "check_batch",
+    "data_mesh",
+    "replicate",
+    "replicated",
+    "shard_batch",
+]
 
 AXIS = "batch"
 
@@ -97,3 +106,13 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """``tree`` with every leaf replicated on all devices of ``mesh`` (params, optimizer state, a TrainState)."""
     return jax.device_put(tree, replicated(mesh))
+
+
+def call_on_mesh(fn, mesh: Mesh, replicated_tree: Any, batch: Any):
+    """``fn(replicated_tree, batch)`` with ``batch`` split over ``mesh`` (:func:`shard_batch`), ``replicated_tree``
+    on every device (:func:`replicate`), and ``mesh`` set (``jax.set_mesh``) while ``fn`` is traced and run, so that
+    ``jaxrnn.rnn`` inside it runs each device's slice of the batch."""
+    batch = shard_batch(batch, mesh)
+    replicated_tree = replicate(replicated_tree, mesh)
+    with jax.set_mesh(mesh):
+        return fn(replicated_tree, batch)

@@ -213,10 +213,7 @@ class TrainStep:
             raise TypeError(f"state must be a TrainState (from init_state), got {type(state).__name__}")
         if self.mesh is None:
             return self.jitted(state, batch)
-        batch = _parallel.shard_batch(batch, self.mesh)
-        state = _parallel.replicate(state, self.mesh)
-        with jax.set_mesh(self.mesh):  # jaxrnn.rnn then runs each device's slice of the batch (driver.batch_mesh)
-            return self.jitted(state, batch)
+        return _parallel.call_on_mesh(self.jitted, self.mesh, state, batch)
 
 
 def make_train_step(
@@ -271,10 +268,7 @@ class EvalStep:
     def __call__(self, params, batch):
         if self.mesh is None:
             return self.jitted(params, batch)
-        batch = _parallel.shard_batch(batch, self.mesh)
-        params = _parallel.replicate(params, self.mesh)
-        with jax.set_mesh(self.mesh):
-            return self.jitted(params, batch)
+        return _parallel.call_on_mesh(self.jitted, self.mesh, params, batch)
 
 
 def make_eval_step(loss_fn: Callable, *, mesh: jax.sharding.Mesh | None = None) -> EvalStep:
