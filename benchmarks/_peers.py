@@ -102,10 +102,15 @@ def jaxrnn_has_grad_kw() -> bool:
     return "grad" in inspect.signature(jaxrnn.rnn).parameters
 
 
-def build_jaxrnn(cfg, *, grad=None, checkpoint_every=None, sharded=False, unroll=1):
+def build_jaxrnn(cfg, *, grad=None, checkpoint_every=None, sharded=False, unroll=1, row_major=False):
     import jax
 
     import jaxrnn
+
+    if row_major:  # this worker process only: the wide LSTM's scan stays row-major (the A/B of feature_major)
+        from jaxrnn import feature_major
+
+        feature_major.MIN_GATE_WIDTH = 1 << 62
 
     cell = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru}[cfg["cell"]]
     params = cell.init(jax.random.key(0), cfg["D"], cfg["H"])
@@ -123,6 +128,8 @@ def build_jaxrnn(cfg, *, grad=None, checkpoint_every=None, sharded=False, unroll
         return jaxrnn.rnn(cell, p, xs, **kw)[1]
 
     note = ", ".join(f"{k}={v}" for k, v in kw.items())
+    if row_major:
+        note = (note + "; " if note else "") + "row-major scan"
     if grad is None and checkpoint_every is None:
         try:  # the library default changes over time: record which path grad=None took in this run
             from jaxrnn.driver import _check_grad
@@ -279,6 +286,7 @@ PEERS: dict[str, tuple[Callable, dict, str]] = {
     "jaxrnn-analytic": (build_jaxrnn, {"grad": "analytic"}, "jaxrnn"),
     "jaxrnn-ckpt": (build_jaxrnn, {"checkpoint_every": 100}, "jaxrnn"),
     "jaxrnn-2dev": (build_jaxrnn, {"sharded": True}, "jaxrnn"),
+    "jaxrnn-rowmajor": (build_jaxrnn, {"row_major": True}, "jaxrnn"),
     "flax": (build_flax, {}, "flax"),
     "equinox": (build_equinox, {}, "equinox"),
     "haiku": (build_haiku, {}, "haiku"),

@@ -253,7 +253,8 @@ def lstm_forward(params: LSTMParams, carry: LSTMState, x: jax.Array):
     return LSTMState(h=h, c=act.c), h, act
 
 
-def _lstm_delta(params: LSTMParams, carry: LSTMState, res: LSTMGates, dcarry: LSTMState, dh):
+def _lstm_delta(params: LSTMParams, carry: LSTMState, res: LSTMGates, dcarry: LSTMState, dh, *, axis: int = -1):
+    """``(da, da, dcarry_prev)`` of one step; ``axis`` is the feature axis (0: feature-major ``[4H, batch]``)."""
     g_h = dcarry.h + dh
     tc = jnp.tanh(res.c)
     d_o = g_h * tc
@@ -266,9 +267,10 @@ def _lstm_delta(params: LSTMParams, carry: LSTMState, res: LSTMGates, dcarry: LS
             d_g * (1.0 - res.g * res.g),
             d_o * res.o * (1.0 - res.o),
         ],
-        axis=-1,
+        axis=axis,
     )
-    return da, da, LSTMState(h=da @ params.w_h.T, c=dc * res.f)
+    dh_prev = params.w_h @ da if axis == 0 else da @ params.w_h.T
+    return da, da, LSTMState(h=dh_prev, c=dc * res.f)
 
 
 def lstm_step_vjp(params: LSTMParams, carry: LSTMState, x: jax.Array, residuals: LSTMGates, dcarry: LSTMState, dh):

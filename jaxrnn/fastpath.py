@@ -12,6 +12,9 @@ each over time and batch::
     dW_x = Σ_{t,b} x_tᵀ da_t        dW_h = Σ_{t,b} h_{t-1}ᵀ du_t        db = Σ_{t,b} da_t
     dxs  = da W_xᵀ                  (all steps at once)
 
+A wide LSTM (``4H >= 1024``, at least 8 sequences) runs the same equations feature-major, ``h, c [H, batch]``
+inside the scan, where XLA CPU's per-step gate matmul measured faster (:mod:`jaxrnn.feature_major`).
+
 Autodiff through ``lax.scan`` instead accumulates ``dW_x``, ``dW_h`` step by step inside the loop (two small
 matmuls and a read-modify-write of the accumulators per step), and computes ``dx_t`` in the loop too.
 
@@ -33,9 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxrnn import feature_major
 from jaxrnn.analytic import _RULES, StepRule, _acc_dtype, _assemble, _hidden, _mask_tree, forward_with_residuals
 from jaxrnn.cells import gru as _gru
 from jaxrnn.cells import lstm as _lstm
+from jaxrnn.cells.lstm import LSTMState
 from jaxrnn.driver import match_varying, sum_to_varying
 
 __all__ = ["analytic_by_default", "analytic_scan", "has_rule"]
@@ -62,8 +67,18 @@ def analytic_scan(cell, params, xs_tm, carry, lengths=None, *, reverse=False, un
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _scan(name, reverse, unroll, params, xs_tm, carry, lengths):
-    final, ys, _ = forward_with_residuals(_BY_NAME[name], params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll)
+    final, ys, _ = _forward(name, reverse, unroll, params, xs_tm, carry, lengths)
     return final, ys
+
+
+def _forward(name, reverse, unroll, params, xs_tm, carry, lengths):
+    """``(final, ys, kept)``: the wide LSTM runs feature-major (:mod:`jaxrnn.feature_major`), every other cell
+    row-major, its residuals packed when small."""
+    if name == "lstm" and feature_major.use_feature_major(params, xs_tm):
+        return feature_major.forward(params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll)
+    rule = _BY_NAME[name]
+    pack = _residual_layout(rule, params, carry, xs_tm[0]) is not None
+    return forward_with_residuals(rule, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, pack=pack)
 
 
 # Packing pays where a step is so small that the per-op cost of writing each residual dominates (LSTM B=1 H=32:
@@ -91,11 +106,7 @@ def _unpack(layout, packed):
 
 
 def _scan_fwd(name, reverse, unroll, params, xs_tm, carry, lengths):
-    rule = _BY_NAME[name]
-    pack = _residual_layout(rule, params, carry, xs_tm[0]) is not None
-    final, ys, kept = forward_with_residuals(
-        rule, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, pack=pack
-    )
+    final, ys, kept = _forward(name, reverse, unroll, params, xs_tm, carry, lengths)
     return (final, ys), (params, xs_tm, kept, lengths)
 
 
@@ -106,6 +117,12 @@ def _scan_bwd(name, reverse, unroll, saved, cotangents):
     dtype = params.w_h.dtype
     dys = dys.astype(dtype)
     dfinal = match_varying(jax.tree.map(lambda d: d.astype(dtype), dfinal), params, xs_tm, kept, dys)
+    if isinstance(kept, feature_major.Kept):
+        dparams, dxs, dcarry0 = feature_major.backward(
+            params, xs_tm, kept, lengths, dfinal, dys, reverse=reverse, unroll=unroll
+        )
+        carry0 = LSTMState(h=kept.c_prev[0], c=kept.c_prev[0])  # only its varying mesh axes are used
+        return sum_to_varying(dparams, params), sum_to_varying(dxs, xs_tm), sum_to_varying(dcarry0, carry0), None
     # kept is (carries, residuals), or one packed array whose layout follows from the carry's shapes
     layout = None if isinstance(kept, tuple) else _residual_layout(rule, params, dfinal, xs_tm[0])
     times = jnp.arange(xs_tm.shape[0])

@@ -18,7 +18,18 @@ import jax.numpy as jnp
 
 from jaxrnn.cells.base import Cell, add_bias, check_fused_params, default_dtype, fused_input_init, fused_recurrent_init
 
-__all__ = ["LSTMGates", "LSTMParams", "LSTMState", "cell", "gates", "init", "initial_state", "sizes", "step"]
+__all__ = [
+    "LSTMGates",
+    "LSTMParams",
+    "LSTMState",
+    "cell",
+    "gate_activations",
+    "gates",
+    "init",
+    "initial_state",
+    "sizes",
+    "step",
+]
 
 
 class LSTMParams(NamedTuple):
@@ -77,9 +88,15 @@ def gates(params: LSTMParams, carry: LSTMState, x: jax.Array) -> LSTMGates:
     """
     xh = jnp.concatenate([x, carry.h.astype(x.dtype)], axis=-1)
     z = add_bias(xh @ jnp.concatenate([params.w_x, params.w_h], axis=0), params.b)
-    z_i, z_f, z_g, z_o = jnp.split(z, 4, axis=-1)
+    return gate_activations(z, carry.c)
+
+
+def gate_activations(z: jax.Array, c: jax.Array, *, axis: int = -1) -> LSTMGates:
+    """The gates and new cell state from the pre-activations ``z`` (``[*batch, 4H]``; blocks i | f | g | o along
+    ``axis``) and the previous cell state ``c``."""
+    z_i, z_f, z_g, z_o = jnp.split(z, 4, axis=axis)
     i, f, g, o = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jnp.tanh(z_g), jax.nn.sigmoid(z_o)
-    return LSTMGates(i=i, f=f, g=g, o=o, c=f * carry.c + i * g)
+    return LSTMGates(i=i, f=f, g=g, o=o, c=f * c + i * g)
 
 
 def step(params: LSTMParams, carry: LSTMState, x: jax.Array) -> tuple[LSTMState, jax.Array]:

@@ -1,0 +1,119 @@
+"""The LSTM's analytic fast path in feature-major layout, for wide cells.
+
+Inside the scan the carry is kept as ``h, c [H, n]`` (features first, the ``n`` sequences of the flattened batch
+last), so each step's gate matmul is ``[4H, D+H] @ [D+H, n]``::
+
+    zᵀ = [W_x; W_h]ᵀ [xᵀ; hᵀ] + b          (4H, n)
+    dhᵀ_prev = W_h daᵀ                       (H, n)
+
+instead of ``[n, D+H] @ [D+H, 4H]``. On XLA CPU (2 cores, jax 0.10) that orientation ran the LSTM forward 7–20%
+faster once ``4H >= 1024`` and ``n >= 8`` (H=256 and 512, B=8 to 64), with no gain at H=128 and a loss at B=1
+(``benchmarks/README.md``); :func:`use_feature_major` picks it by those measured thresholds.
+
+The layout never leaves this module: inputs, outputs, carries and gradients keep the library's
+``[*batch, features]``: the outputs ``ys [T, H, n]`` are turned once after the loop (XLA merges that with the
+driver's own transpose to batch-major). For training, each step also writes the ``h`` that multiplies ``W_h`` as
+``[n, H]`` rows, and the backward emits its gate cotangents as ``da [n, 4H]`` rows (a transpose of one step's tile,
+fused into the step), so the after-loop weight-gradient matmuls are the same as :mod:`jaxrnn.fastpath`'s: in
+feature-major they measured 1.4x (``dW``) and 3x (``dxs``) slower, for the transposes of the stacked arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxrnn.analytic import _acc_dtype, _assemble, _lstm_delta, _mask_tree
+from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMState, gate_activations
+
+__all__ = ["MIN_BATCH", "MIN_GATE_WIDTH", "Kept", "backward", "forward", "use_feature_major"]
+
+# The measured break-even (see the module docstring): 4H at least this, and at least this many sequences.
+MIN_GATE_WIDTH = 1024
+MIN_BATCH = 8
+
+
+class Kept(NamedTuple):
+    """What the forward keeps per step, stacked over time: ``h_prev [T, n, H]`` (rows, for ``dW_h``), ``c_prev``
+    and the gates ``[T, H, n]`` (feature-major, for the backward scan)."""
+
+    h_prev: jax.Array
+    c_prev: jax.Array
+    gates: LSTMGates
+
+
+def use_feature_major(params, xs_tm) -> bool:
+    """Whether the LSTM fast path runs feature-major for these params and ``xs_tm [T, *batch, D]``."""
+    return params.w_h.shape[1] >= MIN_GATE_WIDTH and math.prod(xs_tm.shape[1:-1]) >= MIN_BATCH
+
+
+def _rows(a):
+    return jnp.swapaxes(a, -1, -2)
+
+
+def _flat_valid(lengths, t):
+    """``[1, n]`` mask of the sequences still running at step ``t``, or None."""
+    return None if lengths is None else (t < lengths.reshape(1, -1))
+
+
+def forward(params: LSTMParams, xs_tm, carry: LSTMState, lengths=None, *, reverse=False, unroll=1):
+    """The LSTM over ``xs_tm [T, *batch, D]`` from ``carry`` (each ``[*batch, H]``), as
+    :func:`jaxrnn.analytic.forward_with_residuals`: returns ``(final_carry, ys [T, *batch, H], Kept)``."""
+    num_steps, batch, hidden = xs_tm.shape[0], xs_tm.shape[1:-1], params.w_h.shape[0]
+    n = math.prod(batch)
+    xs_fm = _rows(xs_tm.reshape(num_steps, n, xs_tm.shape[-1]))  # [T, D, n]
+    w_t = jnp.concatenate([params.w_x, params.w_h], axis=0).T  # [4H, D+H]
+    b_col = params.b[:, None]
+    start = LSTMState(*(_rows(leaf.reshape(n, hidden)) for leaf in carry))
+
+    def body(c, inputs):
+        t, x = inputs
+        z = w_t @ jnp.concatenate([x, c.h.astype(x.dtype)], axis=0) + b_col
+        act = gate_activations(z, c.c, axis=0)
+        h = act.o * jnp.tanh(act.c)
+        new, y = LSTMState(h=h, c=act.c), h
+        valid = _flat_valid(lengths, t)
+        if valid is not None:
+            new = _mask_tree(valid, new, c)
+            y = jnp.where(valid, y, jnp.zeros_like(y))
+        return new, (y, Kept(h_prev=_rows(c.h), c_prev=c.c, gates=act))
+
+    final, (ys, kept) = lax.scan(body, start, (jnp.arange(num_steps), xs_fm), reverse=reverse, unroll=unroll)
+    final = LSTMState(*(_rows(leaf).reshape(*batch, hidden) for leaf in final))
+    # ys [T, H, n] turned once after the loop: XLA merges this with the caller's transpose to batch-major
+    return final, _rows(ys).reshape(num_steps, *batch, hidden), kept
+
+
+def backward(params: LSTMParams, xs_tm, kept: Kept, lengths, dfinal: LSTMState, dys, *, reverse=False, unroll=1):
+    """The VJP of :func:`forward` for cotangents ``dfinal`` (each ``[*batch, H]``) and ``dys [T, *batch, H]``:
+    ``(LSTMParams of gradients, dxs [T, *batch, D], dcarry0)``, the same equations as
+    :func:`jaxrnn.analytic.lstm_step_vjp` with the weight gradients formed after the loop."""
+    num_steps, batch, hidden = xs_tm.shape[0], xs_tm.shape[1:-1], params.w_h.shape[0]
+    n = math.prod(batch)
+    dys = dys.reshape(num_steps, n, hidden)
+    dstart = LSTMState(*(_rows(leaf.reshape(n, hidden)) for leaf in dfinal))
+
+    def body(dcarry, inputs):
+        t, c_prev, gates, dy = inputs
+        dy = _rows(dy)
+        prev = LSTMState(h=None, c=c_prev)
+        valid = _flat_valid(lengths, t)
+        if valid is None:
+            da, _, dcarry_prev = _lstm_delta(params, prev, gates, dcarry, dy, axis=0)
+            return dcarry_prev, _rows(da)
+        dy = jnp.where(valid, dy, jnp.zeros_like(dy))
+        zeros = jax.tree.map(jnp.zeros_like, dcarry)
+        da, _, dcarry_prev = _lstm_delta(params, prev, gates, _mask_tree(valid, dcarry, zeros), dy, axis=0)
+        return _mask_tree(valid, dcarry_prev, dcarry), _rows(da)
+
+    inputs = (jnp.arange(num_steps), kept.c_prev, kept.gates, dys)
+    dcarry0, da = lax.scan(body, dstart, inputs, reverse=not reverse, unroll=unroll)  # da [T, n, 4H]
+    xs = xs_tm.reshape(num_steps, n, xs_tm.shape[-1])
+    dparams = _assemble(params, xs, kept.h_prev, da, da)
+    dxs = jnp.matmul(da, params.w_x.T, preferred_element_type=_acc_dtype(params.w_x.dtype)).astype(xs_tm.dtype)
+    dcarry0 = LSTMState(*(_rows(leaf).reshape(*batch, hidden) for leaf in dcarry0))
+    return dparams, dxs.reshape(xs_tm.shape), dcarry0

@@ -1,0 +1,86 @@
+"""The feature-major LSTM fast path (jaxrnn.feature_major): same values and gradients as autodiff, and chosen only
+for wide cells."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_fastpath import LENGTHS, make_case, make_loss, rel_err
+
+import jaxrnn
+from jaxrnn import fastpath, feature_major
+
+
+@pytest.fixture
+def always_feature_major(monkeypatch):
+    """Feature-major at any size, so that the small test cases take it; traces of either layout are dropped."""
+    monkeypatch.setattr(feature_major, "MIN_GATE_WIDTH", 0)
+    monkeypatch.setattr(feature_major, "MIN_BATCH", 0)
+    jax.clear_caches()
+    yield
+    jax.clear_caches()
+
+
+def test_chosen_for_wide_cells_only():
+    def chosen(batch, hidden):
+        params = jaxrnn.lstm.init(jax.random.key(0), 3, hidden)
+        xs = jax.ShapeDtypeStruct((5, *batch, 3), jnp.float32)
+        return feature_major.use_feature_major(params, xs)
+
+    assert chosen((8,), 256) and chosen((2, 4), 512)
+    assert not chosen((8,), 128)  # 4H = 512 < MIN_GATE_WIDTH
+    assert not chosen((4,), 256) and not chosen((), 256)  # fewer than MIN_BATCH sequences
+
+    params = jaxrnn.lstm.init(jax.random.key(0), 3, 256)
+    xs = jnp.zeros((5, 8, 3))
+    carry = jaxrnn.lstm.initial_state(params, (8,))
+    kept = jax.eval_shape(lambda: fastpath._forward("lstm", False, 1, params, xs, carry, None)[2])
+    assert isinstance(kept, feature_major.Kept)
+    assert kept.h_prev.shape == (5, 8, 256) and kept.c_prev.shape == (5, 256, 8)
+
+
+@pytest.mark.usefixtures("x64", "always_feature_major")
+@pytest.mark.parametrize(("with_lengths", "reverse"), [(False, False), (True, False), (True, True), (False, True)])
+def test_float64_gradients_equal_autodiff(with_lengths, reverse):
+    cell, params, xs, carry0 = make_case("lstm", dtype=jnp.float64, seed=2)
+    kwargs = {"lengths": jnp.asarray(LENGTHS) if with_lengths else None, "reverse": reverse}
+    carry = jaxrnn.lstm.initial_state(params, LENGTHS.shape)
+    kept = jax.eval_shape(
+        lambda: fastpath._forward("lstm", reverse, 1, params, jnp.moveaxis(xs, -2, 0), carry, kwargs["lengths"])[2]
+    )
+    assert isinstance(kept, feature_major.Kept)
+
+    out_ad = jaxrnn.rnn(cell, params, xs, carry0, grad="autodiff", **kwargs)
+    out_fm = jaxrnn.rnn(cell, params, xs, carry0, grad="analytic", **kwargs)
+    assert rel_err(out_ad, out_fm) < 1e-13
+    loss_ad, g_ad = jax.value_and_grad(make_loss(cell, "autodiff", **kwargs), argnums=(0, 1, 2))(params, xs, carry0)
+    loss_fm, g_fm = jax.value_and_grad(make_loss(cell, "analytic", **kwargs), argnums=(0, 1, 2))(params, xs, carry0)
+    np.testing.assert_allclose(loss_fm, loss_ad, rtol=1e-13)
+    assert rel_err(g_ad, g_fm) < 1e-12
+
+
+@pytest.mark.usefixtures("always_feature_major")
+def test_float32_jit_vmap_and_bfloat16():
+    cell, params, xs, carry0 = make_case("lstm")
+    lengths = jnp.asarray(LENGTHS)
+    grad = {
+        g: jax.jit(jax.grad(make_loss(cell, g, lengths=lengths), argnums=(0, 1, 2)))(params, xs, carry0)
+        for g in ("autodiff", "analytic")
+    }
+    assert rel_err(grad["autodiff"], grad["analytic"]) < 1e-5
+
+    per_example = jax.vmap(
+        jax.grad(lambda p, x: jnp.sum(jnp.sin(jaxrnn.rnn(cell, p, x, grad="analytic")[1]))), in_axes=(None, 0)
+    )(params, xs)
+    want = jax.vmap(
+        jax.grad(lambda p, x: jnp.sum(jnp.sin(jaxrnn.rnn(cell, p, x, grad="autodiff")[1]))), in_axes=(None, 0)
+    )(params, xs)
+    assert rel_err(want, per_example) < 1e-5
+
+    half = jax.tree.map(lambda a: a.astype(jnp.bfloat16), (params, xs, carry0))
+    g16 = jax.jit(jax.grad(make_loss(cell, "analytic", lengths=lengths), argnums=(0, 1, 2)))(*half)
+    assert all(leaf.dtype == jnp.bfloat16 for leaf in jax.tree.leaves(g16))
+    g32 = jax.grad(make_loss(cell, "autodiff", lengths=lengths), argnums=(0, 1, 2))(
+        *jax.tree.map(lambda a: a.astype(jnp.float32), half)
+    )
+    assert rel_err(g32, jax.tree.map(lambda a: a.astype(jnp.float32), g16)) < 0.1
