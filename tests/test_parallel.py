@@ -72,7 +72,7 @@ SHARD_MAP_SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import PartitionSpec as P
     import jaxrnn
-    from jaxrnn import parallel
+    from jaxrnn import feature_major, parallel
     from jaxrnn.driver import batch_mesh
     jax.config.update("jax_numpy_rank_promotion", "raise")
     mesh = parallel.data_mesh()
@@ -86,8 +86,13 @@ SHARD_MAP_SCRIPT = textwrap.dedent(
             np.testing.assert_allclose(u, v, rtol=2e-5, atol=2e-6)
 
     cases = [(jaxrnn.lstm, {}), (jaxrnn.gru, {"reverse": True}), (jaxrnn.elman, {}), (jaxrnn.lstm, {"grad": "autodiff"}),
-             (jaxrnn.lstm, {"checkpoint_every": 2})]
+             (jaxrnn.lstm, {"checkpoint_every": 2}), (jaxrnn.lstm, {"feature_major": True, "reverse": True})]
+    defaults = (feature_major.MIN_GATE_WIDTH, feature_major.MIN_BATCH)
     for cell, kw in cases:
+        kw = dict(kw)
+        # the wide-LSTM layout, forced at this small size
+        forced = kw.pop("feature_major", False)
+        feature_major.MIN_GATE_WIDTH, feature_major.MIN_BATCH = (0, 0) if forced else defaults
         params = cell.init(jax.random.key(1), 3, 4)
 
         def loss(p, x, d, n):
