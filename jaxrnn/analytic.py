@@ -386,6 +386,21 @@ def _mask_tree(valid, new, old):
     return jax.tree.map(pick, new, old)
 
 
+def _masked_step(valid, new, old, y):
+    """One step under ``lengths``: where ``valid`` (broadcastable to ``y``) the new carry and ``y``, elsewhere the
+    old carry and zeros."""
+    return _mask_tree(valid, new, old), jnp.where(valid, y, jnp.zeros_like(y))
+
+
+def _masked_vjp(vjp, valid, dcarry, dy):
+    """One step's ``vjp(dcarry, dy) -> (*cotangents, dcarry_prev)`` under ``lengths``: where ``valid``
+    (broadcastable to ``dy``) as is; elsewhere it sees zero cotangents, so its other outputs are zero, and
+    ``dcarry`` passes through unchanged."""
+    dy = jnp.where(valid, dy, jnp.zeros_like(dy))
+    *cotangents, dcarry_prev = vjp(_mask_tree(valid, dcarry, jax.tree.map(jnp.zeros_like, dcarry)), dy)
+    return (*cotangents, _mask_tree(valid, dcarry_prev, dcarry))
+
+
 def forward_with_residuals(
     rule: StepRule, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1, pack: bool = False
 ):
@@ -403,9 +418,7 @@ def forward_with_residuals(
         t, x = inputs
         new_c, y, res = rule.forward(params, c, x)
         if lengths is not None:
-            valid = t < lengths
-            new_c = _mask_tree(valid, new_c, c)
-            y = jnp.where(valid[..., None], y, jnp.zeros_like(y))
+            new_c, y = _masked_step((t < lengths)[..., None], new_c, c, y)
         kept = jnp.concatenate(jax.tree.leaves((c, res)), axis=-1) if pack else (c, res)
         return new_c, (y, kept)
 
@@ -486,15 +499,15 @@ def _bptt_scan(rule, params, xs_tm, carry, dys_tm, dcarry_T, lengths, reverse):
     def body(acc, inputs):
         dparams, dcarry = acc
         t, x, c, r, dy = inputs
-        if lengths is not None:
-            valid = t < lengths
-            dy = jnp.where(valid[..., None], dy, jnp.zeros_like(dy))
-            dcarry_in = _mask_tree(valid, dcarry, jax.tree.map(jnp.zeros_like, dcarry))
+
+        def vjp(dc, dy):
+            dp, dcarry_prev, dx = rule.step_vjp(params, c, x, r, dc, dy)
+            return dp, dx, dcarry_prev
+
+        if lengths is None:
+            dp, dx, dcarry_prev = vjp(dcarry, dy)
         else:
-            dcarry_in = dcarry
-        dp, dcarry_prev, dx = rule.step_vjp(params, c, x, r, dcarry_in, dy)
-        if lengths is not None:
-            dcarry_prev = _mask_tree(valid, dcarry_prev, dcarry)
+            dp, dx, dcarry_prev = _masked_vjp(vjp, (t < lengths)[..., None], dcarry, dy)
         dparams = jax.tree.map(jnp.add, dparams, dp)
         return (dparams, dcarry_prev), (dx, dcarry)
 

@@ -37,7 +37,7 @@ import numpy as np
 from jax import lax
 
 from jaxrnn import feature_major
-from jaxrnn.analytic import _RULES, StepRule, _acc_dtype, _assemble, _hidden, _mask_tree, forward_with_residuals
+from jaxrnn.analytic import _RULES, StepRule, _acc_dtype, _assemble, _hidden, _masked_vjp, forward_with_residuals
 from jaxrnn.cells import gru as _gru
 from jaxrnn.cells import lstm as _lstm
 from jaxrnn.cells.lstm import LSTMState
@@ -111,7 +111,6 @@ def _scan_fwd(name, reverse, unroll, params, xs_tm, carry, lengths):
 
 
 def _scan_bwd(name, reverse, unroll, saved, cotangents):
-    rule: StepRule = _BY_NAME[name]
     params, xs_tm, kept, lengths = saved
     dfinal, dys = cotangents
     dtype = params.w_h.dtype
@@ -121,8 +120,16 @@ def _scan_bwd(name, reverse, unroll, saved, cotangents):
         dparams, dxs, dcarry0 = feature_major.backward(
             params, xs_tm, kept, lengths, dfinal, dys, reverse=reverse, unroll=unroll
         )
-        carry0 = LSTMState(h=kept.c_prev[0], c=kept.c_prev[0])  # only its varying mesh axes are used
-        return sum_to_varying(dparams, params), sum_to_varying(dxs, xs_tm), sum_to_varying(dcarry0, carry0), None
+        carry0 = LSTMState(h=kept.h_prev[0], c=kept.c_prev[0])  # only its varying mesh axes are used
+    else:
+        dparams, dxs, dcarry0, carry0 = _backward(
+            _BY_NAME[name], reverse, unroll, params, xs_tm, kept, lengths, dfinal, dys
+        )
+    return sum_to_varying(dparams, params), sum_to_varying(dxs, xs_tm), sum_to_varying(dcarry0, carry0), None
+
+
+def _backward(rule: StepRule, reverse, unroll, params, xs_tm, kept, lengths, dfinal, dys):
+    """The row-major backward: ``(dparams, dxs, dcarry0, carry0)``, ``carry0`` a stand-in for the initial carry."""
     # kept is (carries, residuals), or one packed array whose layout follows from the carry's shapes
     layout = None if isinstance(kept, tuple) else _residual_layout(rule, params, dfinal, xs_tm[0])
     times = jnp.arange(xs_tm.shape[0])
@@ -130,22 +137,19 @@ def _scan_bwd(name, reverse, unroll, saved, cotangents):
     def body(dcarry, inputs):
         t, step_res, dy = inputs
         c, r = step_res if layout is None else _unpack(layout, step_res)
-        if lengths is None:
-            da, du, dcarry_prev = rule.delta(params, c, r, dcarry, dy)
-            return dcarry_prev, (da, None if du is da else du)
-        valid = t < lengths
-        dy = jnp.where(valid[..., None], dy, jnp.zeros_like(dy))
-        zeros = jax.tree.map(jnp.zeros_like, dcarry)
-        da, du, dcarry_prev = rule.delta(params, c, r, _mask_tree(valid, dcarry, zeros), dy)
-        return _mask_tree(valid, dcarry_prev, dcarry), (da, None if du is da else du)
+        delta = partial(rule.delta, params, c, r)
+        da, du, dcarry_prev = (
+            delta(dcarry, dy) if lengths is None else _masked_vjp(delta, (t < lengths)[..., None], dcarry, dy)
+        )
+        return dcarry_prev, (da, None if du is da else du)
 
     dcarry0, (da, du) = lax.scan(body, dfinal, (times, kept, dys), reverse=not reverse, unroll=unroll)
     carries = (kept if layout is None else _unpack(layout, kept))[0]
     # Elman and LSTM: du is da (only the GRU's n gate differs), so it is emitted once.
     dparams = _assemble(params, xs_tm, _hidden(carries), da, da if du is None else du)
-    dxs = jnp.matmul(da, params.w_x.T, preferred_element_type=_acc_dtype(dtype)).astype(xs_tm.dtype)
+    dxs = jnp.matmul(da, params.w_x.T, preferred_element_type=_acc_dtype(params.w_h.dtype)).astype(xs_tm.dtype)
     carry0 = jax.tree.map(lambda c: c[0], carries)  # any step: only its sharding is used
-    return sum_to_varying(dparams, params), sum_to_varying(dxs, xs_tm), sum_to_varying(dcarry0, carry0), None
+    return dparams, dxs, dcarry0, carry0
 
 
 _scan.defvjp(_scan_fwd, _scan_bwd)

@@ -7,7 +7,7 @@ last), so each step's gate matmul is ``[4H, D+H] @ [D+H, n]``::
     dhᵀ_prev = W_h daᵀ                       (H, n)
 
 instead of ``[n, D+H] @ [D+H, 4H]``. On XLA CPU (2 cores, jax 0.10) that orientation ran the LSTM forward 7–20%
-faster once ``4H >= 1024`` and ``n >= 8`` (H=256 and 512, B=8 to 64), with no gain at H=128 and a loss at B=1
+faster once ``4H >= 1024`` and ``n >= 8`` (H=256 and 512, B=8 to 64), with no gain at H=128 and a loss at B=1 H=32
 (``benchmarks/README.md``); :func:`use_feature_major` picks it by those measured thresholds.
 
 The layout never leaves this module: inputs, outputs, carries and gradients keep the library's
@@ -21,13 +21,14 @@ feature-major they measured 1.4x (``dW``) and 3x (``dxs``) slower, for the trans
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxrnn.analytic import _acc_dtype, _assemble, _lstm_delta, _mask_tree
+from jaxrnn.analytic import _acc_dtype, _assemble, _lstm_delta, _masked_step, _masked_vjp
 from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMState, gate_activations
 
 __all__ = ["MIN_BATCH", "MIN_GATE_WIDTH", "Kept", "backward", "forward", "use_feature_major"]
@@ -56,8 +57,8 @@ def _rows(a):
 
 
 def _flat_valid(lengths, t):
-    """``[1, n]`` mask of the sequences still running at step ``t``, or None."""
-    return None if lengths is None else (t < lengths.reshape(1, -1))
+    """``[1, n]`` mask of the sequences still running at step ``t``."""
+    return t < lengths.reshape(1, -1)
 
 
 def forward(params: LSTMParams, xs_tm, carry: LSTMState, lengths=None, *, reverse=False, unroll=1):
@@ -76,10 +77,8 @@ def forward(params: LSTMParams, xs_tm, carry: LSTMState, lengths=None, *, revers
         act = gate_activations(z, c.c, axis=0)
         h = act.o * jnp.tanh(act.c)
         new, y = LSTMState(h=h, c=act.c), h
-        valid = _flat_valid(lengths, t)
-        if valid is not None:
-            new = _mask_tree(valid, new, c)
-            y = jnp.where(valid, y, jnp.zeros_like(y))
+        if lengths is not None:
+            new, y = _masked_step(_flat_valid(lengths, t), new, c, y)
         return new, (y, Kept(h_prev=_rows(c.h), c_prev=c.c, gates=act))
 
     final, (ys, kept) = lax.scan(body, start, (jnp.arange(num_steps), xs_fm), reverse=reverse, unroll=unroll)
@@ -99,16 +98,12 @@ def backward(params: LSTMParams, xs_tm, kept: Kept, lengths, dfinal: LSTMState, 
 
     def body(dcarry, inputs):
         t, c_prev, gates, dy = inputs
+        delta = partial(_lstm_delta, params, LSTMState(h=None, c=c_prev), gates, axis=0)
         dy = _rows(dy)
-        prev = LSTMState(h=None, c=c_prev)
-        valid = _flat_valid(lengths, t)
-        if valid is None:
-            da, _, dcarry_prev = _lstm_delta(params, prev, gates, dcarry, dy, axis=0)
-            return dcarry_prev, _rows(da)
-        dy = jnp.where(valid, dy, jnp.zeros_like(dy))
-        zeros = jax.tree.map(jnp.zeros_like, dcarry)
-        da, _, dcarry_prev = _lstm_delta(params, prev, gates, _mask_tree(valid, dcarry, zeros), dy, axis=0)
-        return _mask_tree(valid, dcarry_prev, dcarry), _rows(da)
+        da, _, dcarry_prev = (
+            delta(dcarry, dy) if lengths is None else _masked_vjp(delta, _flat_valid(lengths, t), dcarry, dy)
+        )
+        return dcarry_prev, _rows(da)
 
     inputs = (jnp.arange(num_steps), kept.c_prev, kept.gates, dys)
     dcarry0, da = lax.scan(body, dstart, inputs, reverse=not reverse, unroll=unroll)  # da [T, n, 4H]
