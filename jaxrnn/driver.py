@@ -80,7 +80,7 @@ def prepare(cell: Cell, params, xs, carry=None, *, lengths=None, time_major: boo
         carry = jax.tree.map(lambda c, e: jnp.asarray(c, e.dtype), carry, expected)
 
     if cell.sizes is None:
-        _check_user_step(cell, params, carry, xs_tm[0])
+        _check_user_step(cell, params, carry, jax.ShapeDtypeStruct(xs_tm.shape[1:], xs_tm.dtype))
 
     if lengths is not None:
         lengths = check_lengths(lengths, batch_shape, num_steps)
@@ -285,7 +285,8 @@ def rnn(
     Args:
       cell: a :class:`~jaxrnn.Cell` (``jaxrnn.elman``, ``jaxrnn.lstm``, ``jaxrnn.gru`` or your own).
       params: the cell's params, from ``cell.init``.
-      xs: ``[*batch, T, D]`` floating point (``[T, *batch, D]`` with ``time_major=True``).
+      xs: ``[*batch, T, D]`` floating point (``[T, *batch, D]`` with ``time_major=True``). ``T`` may be 0: ``ys``
+          is then empty and the final carry is the initial one.
       carry: initial state, ``cell.initial_state(params, batch_shape)`` (zeros) when None.
       lengths: optional ``[*batch]`` integers in ``[0, T]``: valid steps per sequence (right padding).
       reverse: run from the last step to the first (within each sequence's length, with ``lengths``).

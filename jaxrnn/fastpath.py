@@ -40,7 +40,6 @@ from jaxrnn import feature_major
 from jaxrnn.analytic import _RULES, StepRule, _acc_dtype, _assemble, _hidden, _masked_vjp, forward_with_residuals
 from jaxrnn.cells import gru as _gru
 from jaxrnn.cells import lstm as _lstm
-from jaxrnn.cells.lstm import LSTMState
 from jaxrnn.driver import match_varying, sum_to_varying
 
 __all__ = ["analytic_by_default", "analytic_scan", "has_rule"]
@@ -77,7 +76,7 @@ def _forward(name, reverse, unroll, params, xs_tm, carry, lengths):
     if name == "lstm" and feature_major.use_feature_major(params, xs_tm):
         return feature_major.forward(params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll)
     rule = _BY_NAME[name]
-    pack = _residual_layout(rule, params, carry, xs_tm[0]) is not None
+    pack = _residual_layout(rule, params, carry, _step_input(xs_tm)) is not None
     return forward_with_residuals(rule, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, pack=pack)
 
 
@@ -100,6 +99,11 @@ def _residual_layout(rule, params, carry, x):
     return treedef, tuple(int(i) for i in np.cumsum(widths)[:-1])
 
 
+def _step_input(xs_tm):
+    """The shape of one step's input ``x [*batch, D]``; ``xs_tm[0]`` would fail for an empty sequence (T = 0)."""
+    return jax.ShapeDtypeStruct(xs_tm.shape[1:], xs_tm.dtype)
+
+
 def _unpack(layout, packed):
     treedef, indices = layout
     return jax.tree.unflatten(treedef, jnp.split(packed, indices, axis=-1))
@@ -107,11 +111,12 @@ def _unpack(layout, packed):
 
 def _scan_fwd(name, reverse, unroll, params, xs_tm, carry, lengths):
     final, ys, kept = _forward(name, reverse, unroll, params, xs_tm, carry, lengths)
-    return (final, ys), (params, xs_tm, kept, lengths)
+    # the initial carry is kept only for its varying mesh axes (sum_to_varying); it is one step's size
+    return (final, ys), (params, xs_tm, carry, kept, lengths)
 
 
 def _scan_bwd(name, reverse, unroll, saved, cotangents):
-    params, xs_tm, kept, lengths = saved
+    params, xs_tm, carry0, kept, lengths = saved
     dfinal, dys = cotangents
     dtype = params.w_h.dtype
     dys = dys.astype(dtype)
@@ -120,18 +125,15 @@ def _scan_bwd(name, reverse, unroll, saved, cotangents):
         dparams, dxs, dcarry0 = feature_major.backward(
             params, xs_tm, kept, lengths, dfinal, dys, reverse=reverse, unroll=unroll
         )
-        carry0 = LSTMState(h=kept.h_prev[0], c=kept.c_prev[0])  # only its varying mesh axes are used
     else:
-        dparams, dxs, dcarry0, carry0 = _backward(
-            _BY_NAME[name], reverse, unroll, params, xs_tm, kept, lengths, dfinal, dys
-        )
+        dparams, dxs, dcarry0 = _backward(_BY_NAME[name], reverse, unroll, params, xs_tm, kept, lengths, dfinal, dys)
     return sum_to_varying(dparams, params), sum_to_varying(dxs, xs_tm), sum_to_varying(dcarry0, carry0), None
 
 
 def _backward(rule: StepRule, reverse, unroll, params, xs_tm, kept, lengths, dfinal, dys):
-    """The row-major backward: ``(dparams, dxs, dcarry0, carry0)``, ``carry0`` a stand-in for the initial carry."""
+    """The row-major backward: ``(dparams, dxs, dcarry0)``."""
     # kept is (carries, residuals), or one packed array whose layout follows from the carry's shapes
-    layout = None if isinstance(kept, tuple) else _residual_layout(rule, params, dfinal, xs_tm[0])
+    layout = None if isinstance(kept, tuple) else _residual_layout(rule, params, dfinal, _step_input(xs_tm))
     times = jnp.arange(xs_tm.shape[0])
 
     def body(dcarry, inputs):
@@ -148,8 +150,7 @@ def _backward(rule: StepRule, reverse, unroll, params, xs_tm, kept, lengths, dfi
     # Elman and LSTM: du is da (only the GRU's n gate differs), so it is emitted once.
     dparams = _assemble(params, xs_tm, _hidden(carries), da, da if du is None else du)
     dxs = jnp.matmul(da, params.w_x.T, preferred_element_type=_acc_dtype(params.w_h.dtype)).astype(xs_tm.dtype)
-    carry0 = jax.tree.map(lambda c: c[0], carries)  # any step: only its sharding is used
-    return dparams, dxs, dcarry0, carry0
+    return dparams, dxs, dcarry0
 
 
 _scan.defvjp(_scan_fwd, _scan_bwd)

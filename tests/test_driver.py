@@ -146,6 +146,12 @@ def test_user_cell_works_everywhere():
     assert ys2.shape == (2, 5, 8)
     with pytest.raises(ValueError, match="leaky.step failed"):
         jaxrnn.rnn(cell, params, random_xs((2, 5, 7)))
+    # an empty sequence: the carry comes back unchanged (the step is still checked, abstractly)
+    final0, ys0 = jaxrnn.rnn(cell, params, random_xs((2, 0, 3)), final)
+    assert ys0.shape == (2, 0, 4)
+    assert_trees_close(final0, final)
+    with pytest.raises(ValueError, match="leaky.step failed"):
+        jaxrnn.rnn(cell, params, random_xs((2, 0, 7)))
 
 
 def test_bfloat16_and_float64():

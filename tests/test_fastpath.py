@@ -110,6 +110,27 @@ def test_float64_analytic_matches_autodiff_exactly(name):
     assert rel_err(g_ad, g_default) < 1e-12
 
 
+@pytest.mark.usefixtures("x64")
+@pytest.mark.parametrize(("name", "hidden"), [("lstm", H), ("lstm", 256), ("gru", H), ("elman_tanh", H)])
+def test_empty_sequence_returns_the_carry_and_passes_its_gradient(name, hidden):
+    """T = 0: ys is [*batch, 0, H], the final carry is the initial one, and the analytic VJP hands the carry's
+    cotangent straight back (H=256 on 8 sequences takes the feature-major LSTM)."""
+    cell, options = CELLS[name]
+    params = cell.init(jax.random.key(0), D, hidden, dtype=jnp.float64, **options)
+    xs = jnp.zeros((8, 0, D), jnp.float64)
+    carry0 = jax.tree.map(lambda a: a + 0.5, cell.initial_state(params, (8,)))
+    for kwargs in ({}, {"reverse": True, "lengths": jnp.zeros(8, jnp.int32)}):
+        final, ys = jaxrnn.rnn(cell, params, xs, carry0, **kwargs)
+        assert ys.shape == (8, 0, hidden)
+        assert rel_err(carry0, final) == 0.0
+        g_an = jax.grad(make_loss(cell, "analytic", **kwargs), argnums=(0, 1, 2))(params, xs, carry0)
+        g_ad = jax.grad(make_loss(cell, "autodiff", **kwargs), argnums=(0, 1, 2))(params, xs, carry0)
+        assert g_an[1].shape == xs.shape
+        assert all(not np.any(np.asarray(leaf)) for leaf in jax.tree.leaves(g_an[0]))
+        assert rel_err(g_ad[2], g_an[2]) < 1e-15
+        assert all(np.any(np.asarray(leaf)) for leaf in jax.tree.leaves(g_an[2]))
+
+
 @pytest.mark.parametrize("name", ["lstm"])
 def test_bfloat16_runs(name):
     cell, params, xs, carry0 = make_case(name, dtype=jnp.bfloat16)
