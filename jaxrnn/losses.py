@@ -28,8 +28,8 @@ def masked_mean(values: jax.Array, lengths=None, *, time_major: bool = False) ->
     Returns 0 when no step is valid.
     """
     values = jnp.asarray(values)
-    if lengths is None:
-        return jnp.mean(values)
+    if lengths is None:  # no steps at all (T = 0) is "no step valid" too
+        return jnp.sum(values) / max(values.size, 1)
     time_axis = 0 if time_major else -1
     num_steps = values.shape[time_axis]
     batch_shape = values.shape[1:] if time_major else values.shape[:-1]
@@ -64,7 +64,7 @@ def sequence_mse(predictions: jax.Array, targets: jax.Array, lengths=None, *, ti
 def last_valid(ys: jax.Array, lengths=None, *, time_major: bool = False) -> jax.Array:
     """The output at each sequence's last valid step: ``ys [*batch, T, H] -> [*batch, H]`` (many-to-one).
 
-    Without ``lengths`` this is ``ys[..., -1, :]``; a sequence of length 0 gives zeros.
+    Without ``lengths`` this is ``ys[..., -1, :]``; a sequence of length 0 (or ``T = 0``) gives zeros.
     """
     ys = jnp.asarray(ys)
     if ys.ndim < 2:
@@ -72,7 +72,7 @@ def last_valid(ys: jax.Array, lengths=None, *, time_major: bool = False) -> jax.
     if time_major:
         ys = jnp.moveaxis(ys, 0, -2)
     if lengths is None:
-        return ys[..., -1, :]
+        return ys[..., -1, :] if ys.shape[-2] else jnp.zeros(ys.shape[:-2] + ys.shape[-1:], ys.dtype)
     num_steps = ys.shape[-2]
     lengths = check_lengths(lengths, tuple(ys.shape[:-2]), num_steps)
     index = jnp.clip(lengths - 1, 0, num_steps - 1)[..., None, None]

@@ -58,3 +58,18 @@ def test_last_valid_is_many_to_one():
     params = jaxrnn.gru.init(jax.random.key(1), 2, 3)
     final, hs = jaxrnn.rnn(jaxrnn.gru, params, ys, lengths=LENGTHS)
     np.testing.assert_allclose(jaxrnn.last_valid(hs, LENGTHS)[:2], final[:2], rtol=1e-6)
+
+
+def test_empty_sequences_give_zero_losses_and_zero_readouts():
+    """T = 0 is "no step valid": the losses are 0 (as with every length 0), not nan, and the readout is zeros."""
+    empty = jnp.ones((3, 0, 2))
+    assert float(jaxrnn.masked_mean(jnp.ones((3, 0)))) == 0.0
+    assert float(jaxrnn.sequence_mse(empty, empty)) == 0.0
+    assert float(jaxrnn.sequence_mse(empty, empty, jnp.zeros(3, jnp.int32))) == 0.0
+    logits, labels = jnp.ones((3, 0, 5)), jnp.zeros((3, 0), jnp.int32)
+    assert float(jaxrnn.sequence_cross_entropy(logits, labels)) == 0.0
+    for lengths in (None, jnp.zeros(3, jnp.int32)):
+        out = jaxrnn.last_valid(empty, lengths)
+        assert out.shape == (3, 2)
+        np.testing.assert_array_equal(out, 0.0)
+    assert jaxrnn.last_valid(jnp.ones((0, 3, 2)), time_major=True).shape == (3, 2)
