@@ -47,6 +47,8 @@ DEFAULT_PEERS = [
 LONG_PEERS = ["jaxrnn", "jaxrnn-autodiff", "jaxrnn-ckpt", "torch"]
 MAX_REPEATS = {"long": 3}  # a long training step takes seconds: fewer samples, one call each
 REFERENCE = "jaxrnn"
+# settings of the process environment that change the figures; recorded with every run
+ENV_KNOBS = ("XLA_FLAGS", "GLIBC_TUNABLES", "LD_PRELOAD", "OMP_NUM_THREADS", "MALLOC_CONF", "JAX_PLATFORMS")
 TWO_DEV_FLAG = "--xla_force_host_platform_device_count=2"
 GIB = 1 << 30
 MIB = 1 << 20
@@ -86,14 +88,18 @@ def _interleaved(calls: dict, repeats, min_time):
         ns[k] = max(1, math.ceil(min_time / max(time.perf_counter() - t0, 1e-6)))
     out = {k: [] for k in calls}
     cpu = {k: [] for k in calls}
+    faults = {k: [] for k in calls}
     for _ in range(repeats):
         for k, call in calls.items():
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             c0, t0 = time.process_time(), time.perf_counter()
             for _ in range(ns[k]):
                 call()
             out[k].append((time.perf_counter() - t0) / ns[k])
             cpu[k].append((time.process_time() - c0) / ns[k])
+            faults[k].append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / ns[k])
     ns["cpu_s"] = cpu  # process CPU seconds per call, all threads: robust to load for single-threaded runtimes
+    ns["minflt"] = faults  # minor page faults per call: the fresh memory each call touches, a deterministic count
     return out, ns
 
 
@@ -159,6 +165,8 @@ def run_worker(peer: str, config: str, repeats: int, min_time: float) -> dict:
     res["train_s"] = samples["train"]
     cpu = ns.pop("cpu_s")
     res["fwd_cpu_s"], res["train_cpu_s"] = cpu["fwd"], cpu["train"]
+    faults = ns.pop("minflt")
+    res["fwd_minflt"], res["train_minflt"] = faults["fwd"], faults["train"]
     res["inner_calls"] = ns
     return res
 
@@ -308,6 +316,9 @@ def summarise(runs: list[dict]) -> dict:
         if cpu:
             row["train_cpu_sps"] = steps / statistics.median(cpu)
             row["fwd_cpu_sps"] = steps / statistics.median([s for r in ok for s in r["fwd_cpu_s"]])
+        faults = [s for r in ok for s in r.get("train_minflt", [])]
+        if faults:
+            row["train_minflt"] = statistics.median(faults)
         mt = ok[0].get("xla_mem_train")
         if mt:
             row["xla_train_peak_mib"] = mt["peak"] / MIB
@@ -351,8 +362,12 @@ def markdown(summary: dict, meta: dict, skipped: dict) -> str:
         "(`compiled.memory_analysis()`); `RSS Δ` = peak RSS of the worker process minus its RSS before the model was",
         "built (the only figure for PyTorch). `train per CPU-s` = B·T / process CPU seconds (all threads) per training",
         "step: robust to other load for the single-threaded JAX runtimes, not comparable for 2-thread PyTorch.",
+        "`page faults` = minor page faults of the worker per training step (median): each is a 4 KiB page of fresh",
+        "memory the step touched (fewer with huge pages), paid in kernel time on every step.",
         "",
     ]
+    if meta.get("env"):
+        lines[2] += " Environment: " + ", ".join(f"`{k}={v}`" for k, v in meta["env"].items()) + "."
     configs = []
     for c, _p in summary:
         if c not in configs:
@@ -372,14 +387,15 @@ def markdown(summary: dict, meta: dict, skipped: dict) -> str:
             ]
         lines += [
             "| peer | train seq-steps/s | jaxrnn ÷ peer (train) | fwd seq-steps/s | jaxrnn ÷ peer (fwd) | "
-            "compile train (s) | XLA peak train (MiB) | RSS Δ (MiB) | % roof train | % roof fwd | train per CPU-s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "compile train (s) | XLA peak train (MiB) | RSS Δ (MiB) | % roof train | % roof fwd | train per CPU-s | "
+            "page faults |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         rows = [r for (c, p), r in summary.items() if c == config and p != "roofline"]
         rows.sort(key=lambda r: -r.get("train_sps", 0))
         for r in rows:
             if "error" in r:
-                lines.append(f"| {r['peer']} | error: {r['error'][:120]} | | | | | | | | | |")
+                lines.append(f"| {r['peer']} | error: {r['error'][:120]} | | | | | | | | | | |")
                 continue
             lines.append(
                 f"| {r['peer']} | {r['train_sps']:,.0f} ± {100 * r['train_noise']:.0f}% | "
@@ -388,7 +404,7 @@ def markdown(summary: dict, meta: dict, skipped: dict) -> str:
                 f"{_fmt(r.get('xla_train_peak_mib'), ',.0f')} | {r['rss_delta_mib']:,.0f} | "
                 f"{_fmt(None if r.get('train_of_roofline') is None else 100 * r['train_of_roofline'], '.0f')} | "
                 f"{_fmt(None if r.get('fwd_of_roofline') is None else 100 * r['fwd_of_roofline'], '.0f')} | "
-                f"{_fmt(r.get('train_cpu_sps'), ',.0f')} |"
+                f"{_fmt(r.get('train_cpu_sps'), ',.0f')} | {_fmt(r.get('train_minflt'), ',.0f')} |"
             )
         lines.append("")
     notes = sorted({(r["peer"], r.get("note", "")) for r in summary.values() if r.get("note")})
@@ -448,6 +464,7 @@ def main(argv=None):
         "rounds": args.rounds,
         "min_time": min_time,
         "argv": sys.argv,
+        "env": {k: os.environ[k] for k in ENV_KNOBS if os.environ.get(k)},
     }
     try:
         with open("/proc/cpuinfo") as f:
