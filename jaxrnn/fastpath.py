@@ -111,7 +111,7 @@ def _unpack(layout, packed):
 
 def _scan_fwd(name, reverse, unroll, params, xs_tm, carry, lengths):
     final, ys, kept = _forward(name, reverse, unroll, params, xs_tm, carry, lengths)
-    # the initial carry is kept only for its varying mesh axes (sum_to_varying); it is one step's size
+    # the initial carry (one step's size) is kept for the feature-major backward and for its varying mesh axes
     return (final, ys), (params, xs_tm, carry, kept, lengths)
 
 
@@ -123,7 +123,7 @@ def _scan_bwd(name, reverse, unroll, saved, cotangents):
     dfinal = match_varying(jax.tree.map(lambda d: d.astype(dtype), dfinal), params, xs_tm, kept, dys)
     if isinstance(kept, feature_major.Kept):
         dparams, dxs, dcarry0 = feature_major.backward(
-            params, xs_tm, kept, lengths, dfinal, dys, reverse=reverse, unroll=unroll
+            params, xs_tm, carry0, kept, lengths, dfinal, dys, reverse=reverse, unroll=unroll
         )
     else:
         dparams, dxs, dcarry0 = _backward(_BY_NAME[name], reverse, unroll, params, xs_tm, kept, lengths, dfinal, dys)
