@@ -346,6 +346,11 @@ def _fmt(x, spec):
     return "—" if x is None else format(x, spec)
 
 
+def _env_text(env) -> str:
+    """The recorded environment variables (``ENV_KNOBS``) as a sentence, or "" when none was set."""
+    return " Environment: " + ", ".join(f"`{k}={v}`" for k, v in env.items()) + "." if env else ""
+
+
 def markdown(summary: dict, meta: dict, skipped: dict) -> str:
     lines = [
         f"# jaxrnn benchmark — {meta['date']}",
@@ -353,7 +358,8 @@ def markdown(summary: dict, meta: dict, skipped: dict) -> str:
         f"Machine: {meta['machine']}. {meta['cpus']} CPUs, load average at start {meta['load_start']}, "
         f"at end {meta['load_end']}. jax {meta['versions'].get('jax')}, "
         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if k != "jax")
-        + f". Repeats {meta['repeats']} × rounds {meta['rounds']}, min sample {meta['min_time']} s.",
+        + f". Repeats {meta['repeats']} × rounds {meta['rounds']}, min sample {meta['min_time']} s."
+        + _env_text(meta.get("env")),
         "",
         "Throughput in sequence-steps/s (B×T / seconds per call; median of all samples). `± n%` is half the IQR of the",
         "training-step samples. `jaxrnn ÷ peer` > 1 means jaxrnn is faster. `% roof` is the measured throughput as a",
@@ -366,8 +372,6 @@ def markdown(summary: dict, meta: dict, skipped: dict) -> str:
         "memory the step touched (fewer with huge pages), paid in kernel time on every step.",
         "",
     ]
-    if meta.get("env"):
-        lines[2] += " Environment: " + ", ".join(f"`{k}={v}`" for k, v in meta["env"].items()) + "."
     configs = []
     for c, _p in summary:
         if c not in configs:

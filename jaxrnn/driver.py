@@ -23,7 +23,17 @@ from jax import lax
 from jaxrnn._checks import as_float_array, check_lengths, check_tree_matches, shape_str
 from jaxrnn.cells.base import Cell
 
-__all__ = ["Prepared", "batch_mesh", "match_varying", "prepare", "rnn", "scan_cell", "sum_to_varying", "truncated_rnn"]
+__all__ = [
+    "Prepared",
+    "batch_mesh",
+    "match_varying",
+    "prepare",
+    "rnn",
+    "scan_cell",
+    "step_input",
+    "sum_to_varying",
+    "truncated_rnn",
+]
 
 
 class Prepared(NamedTuple):
@@ -80,7 +90,7 @@ def prepare(cell: Cell, params, xs, carry=None, *, lengths=None, time_major: boo
         carry = jax.tree.map(lambda c, e: jnp.asarray(c, e.dtype), carry, expected)
 
     if cell.sizes is None:
-        _check_user_step(cell, params, carry, jax.ShapeDtypeStruct(xs_tm.shape[1:], xs_tm.dtype))
+        _check_user_step(cell, params, carry, step_input(xs_tm))
 
     if lengths is not None:
         lengths = check_lengths(lengths, batch_shape, num_steps)
@@ -98,6 +108,11 @@ def _check_carry(carry, expected, batch_shape) -> None:
                     f" (carry leaf shape {shape_str(jnp.shape(got))}, expected {shape_str(want.shape)})"
                 )
     check_tree_matches(carry, expected, "carry", hint="Make it with cell.initial_state(params, batch_shape).")
+
+
+def step_input(xs_tm) -> jax.ShapeDtypeStruct:
+    """One step's input ``x [*batch, D]`` of ``xs_tm [T, *batch, D]``, abstractly: ``xs_tm[0]`` fails at T = 0."""
+    return jax.ShapeDtypeStruct(xs_tm.shape[1:], xs_tm.dtype)
 
 
 def _check_user_step(cell: Cell, params, carry, x) -> None:

@@ -40,7 +40,7 @@ from jaxrnn import feature_major
 from jaxrnn.analytic import _RULES, StepRule, _acc_dtype, _assemble, _hidden, _masked_vjp, forward_with_residuals
 from jaxrnn.cells import gru as _gru
 from jaxrnn.cells import lstm as _lstm
-from jaxrnn.driver import match_varying, sum_to_varying
+from jaxrnn.driver import match_varying, step_input, sum_to_varying
 
 __all__ = ["analytic_by_default", "analytic_scan", "has_rule"]
 
@@ -76,7 +76,7 @@ def _forward(name, reverse, unroll, params, xs_tm, carry, lengths):
     if name == "lstm" and feature_major.use_feature_major(params, xs_tm):
         return feature_major.forward(params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll)
     rule = _BY_NAME[name]
-    pack = _residual_layout(rule, params, carry, _step_input(xs_tm)) is not None
+    pack = _residual_layout(rule, params, carry, step_input(xs_tm)) is not None
     return forward_with_residuals(rule, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, pack=pack)
 
 
@@ -97,11 +97,6 @@ def _residual_layout(rule, params, carry, x):
         return None
     widths = [leaf.shape[-1] for leaf in leaves]
     return treedef, tuple(int(i) for i in np.cumsum(widths)[:-1])
-
-
-def _step_input(xs_tm):
-    """The shape of one step's input ``x [*batch, D]``; ``xs_tm[0]`` would fail for an empty sequence (T = 0)."""
-    return jax.ShapeDtypeStruct(xs_tm.shape[1:], xs_tm.dtype)
 
 
 def _unpack(layout, packed):
@@ -133,7 +128,7 @@ def _scan_bwd(name, reverse, unroll, saved, cotangents):
 def _backward(rule: StepRule, reverse, unroll, params, xs_tm, kept, lengths, dfinal, dys):
     """The row-major backward: ``(dparams, dxs, dcarry0)``."""
     # kept is (carries, residuals), or one packed array whose layout follows from the carry's shapes
-    layout = None if isinstance(kept, tuple) else _residual_layout(rule, params, dfinal, _step_input(xs_tm))
+    layout = None if isinstance(kept, tuple) else _residual_layout(rule, params, dfinal, step_input(xs_tm))
     times = jnp.arange(xs_tm.shape[0])
 
     def body(dcarry, inputs):
