@@ -20,6 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 LR = 1e-3
+# where the worker runs: "cpu" or "gpu" (set by bench_rnn's worker from its --platform; JAX itself is pointed there
+# by JAX_PLATFORMS, PyTorch by the device its builder picks)
+PLATFORM_ENV = "JAXRNN_BENCH_PLATFORM"
+
+
+def platform() -> str:
+    return os.environ.get(PLATFORM_ENV, "cpu")
 
 
 @dataclass
@@ -236,19 +243,27 @@ def build_keras(cfg):
 
 # --------------------------------------------------------------------------------------------------------- torch
 def build_torch(cfg):
+    """``torch.nn.LSTM | GRU``: on CPU with 2 threads (oneDNN); on GPU with ``cuda``, where it runs cuDNN's RNN."""
     import torch
 
+    on_gpu = platform() == "gpu"
+    if on_gpu and not torch.cuda.is_available():
+        raise RuntimeError("--platform gpu, but torch.cuda.is_available() is False")
+    device = torch.device("cuda" if on_gpu else "cpu")
     torch.set_num_threads(2)
     torch.manual_seed(0)
     xs, target = _data(cfg)
-    xs, target = torch.from_numpy(xs), torch.from_numpy(target)
+    xs, target = torch.from_numpy(xs).to(device), torch.from_numpy(target).to(device)
     mod_cls = torch.nn.LSTM if cfg["cell"] == "lstm" else torch.nn.GRU
-    model = mod_cls(cfg["D"], cfg["H"], batch_first=True)
+    model = mod_cls(cfg["D"], cfg["H"], batch_first=True).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
 
     def fwd():
         with torch.inference_mode():
-            return model(xs)[0]
+            ys = model(xs)[0]
+        sync()
+        return ys
 
     def train():
         opt.zero_grad(set_to_none=True)
@@ -256,13 +271,47 @@ def build_torch(cfg):
         loss = ((ys - target) ** 2).mean()
         loss.backward()
         opt.step()
+        sync()
         return loss
 
+    if on_gpu:
+        where = (
+            f"cuda ({torch.cuda.get_device_name()}), cuDNN {torch.backends.cudnn.version()}, "
+            f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}"
+        )
+    else:
+        where = f"{torch.get_num_threads()} threads"
     return EagerBench(
         fwd=fwd,
         train=train,
-        note=f"torch.nn.{mod_cls.__name__} batch_first, {torch.get_num_threads()} threads, fwd under inference_mode",
+        note=f"torch.nn.{mod_cls.__name__} batch_first, {where}, fwd under inference_mode",
+        extra={"device_peak": (lambda: torch.cuda.max_memory_allocated()) if on_gpu else None},
     )
+
+
+# ------------------------------------------------------------------------------------------- jax.experimental.rnn
+def build_jax_cudnn(cfg):
+    """``jax.experimental.rnn.lstm``: JAX's binding of cuDNN's LSTM (CUDA only; no GRU)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.experimental import rnn
+
+    if cfg["cell"] != "lstm":
+        raise RuntimeError("jax.experimental.rnn has an LSTM only")
+    if jax.default_backend() != "gpu":
+        raise RuntimeError(f"jax.experimental.rnn.lstm needs a CUDA GPU (backend here: {jax.default_backend()})")
+    B, D, H = cfg["B"], cfg["D"], cfg["H"]
+    weights = rnn.init_lstm_weight(jax.random.key(0), D, H, 1, False)
+
+    def apply(w, xs):
+        zeros = jnp.zeros((1, B, H), xs.dtype)
+        lengths = jnp.full((B,), xs.shape[1], jnp.int32)
+        ys, _, _ = rnn.lstm(
+            xs, zeros, zeros, w, lengths, input_size=D, hidden_size=H, num_layers=1, dropout=0.0, bidirectional=False
+        )
+        return ys
+
+    return _jax_bench(apply, weights, cfg, note="jax.experimental.rnn.lstm (cuDNN), default precision")
 
 
 # ----------------------------------------------------------------------------------------------------- roofline
@@ -287,9 +336,14 @@ PEERS: dict[str, tuple[Callable, dict, str]] = {
     "jaxrnn-ckpt": (build_jaxrnn, {"checkpoint_every": 100}, "jaxrnn"),
     "jaxrnn-2dev": (build_jaxrnn, {"sharded": True}, "jaxrnn"),
     "jaxrnn-rowmajor": (build_jaxrnn, {"row_major": True}, "jaxrnn"),
+    "jaxrnn-unroll8": (build_jaxrnn, {"unroll": 8}, "jaxrnn"),
     "flax": (build_flax, {}, "flax"),
     "equinox": (build_equinox, {}, "equinox"),
     "haiku": (build_haiku, {}, "haiku"),
     "keras": (build_keras, {}, "keras"),
     "torch": (build_torch, {}, "torch"),
+    "jax-cudnn": (build_jax_cudnn, {}, "jax"),
 }
+# peers that need a GPU, and peers that run one kind of cell only
+GPU_ONLY = {"jax-cudnn"}
+CELLS = {"jax-cudnn": ("lstm",)}

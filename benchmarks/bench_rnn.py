@@ -18,6 +18,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -45,6 +46,22 @@ DEFAULT_PEERS = [
 ]
 # The long config is about memory: jaxrnn with and without checkpointing, and PyTorch for reference.
 LONG_PEERS = ["jaxrnn", "jaxrnn-autodiff", "jaxrnn-ckpt", "torch"]
+# With --platform gpu: one device (no -2dev), JAX's cuDNN binding as a peer, and unrolled scans (fewer loop trips,
+# each of which costs the GPU a device-to-host sync of the loop predicate).
+GPU_PEERS = [
+    "jaxrnn",
+    "jaxrnn-autodiff",
+    "jaxrnn-rowmajor",
+    "jaxrnn-unroll8",
+    "flax",
+    "equinox",
+    "haiku",
+    "keras",
+    "torch",
+    "jax-cudnn",
+]
+GPU_LONG_PEERS = ["jaxrnn", "jaxrnn-autodiff", "jaxrnn-ckpt", "jaxrnn-unroll8", "torch", "jax-cudnn"]
+JAX_PLATFORM_NAMES = {"cpu": "cpu", "gpu": "cuda"}
 MAX_REPEATS = {"long": 3}  # a long training step takes seconds: fewer samples, one call each
 REFERENCE = "jaxrnn"
 # settings of the process environment that change the figures; recorded with every run
@@ -115,9 +132,11 @@ def run_worker(peer: str, config: str, repeats: int, min_time: float) -> dict:
         os.environ.setdefault("KERAS_BACKEND", "jax")
     importlib.import_module(mod)  # import first, so that the RSS baseline excludes the library itself
     if mod != "torch":
+        import jax
         import jax.numpy as jnp
 
         jnp.zeros(1).block_until_ready()  # and the JAX runtime
+        res["device_kind"] = jax.devices()[0].device_kind
     rss0 = _rss_bytes()
     bench = builder(cfg, **kwargs)
     res["note"] = bench.note
@@ -131,6 +150,8 @@ def run_worker(peer: str, config: str, repeats: int, min_time: float) -> dict:
         samples, ns = _interleaved({"fwd": bench.fwd, "train": bench.train}, repeats, min_time)
         res["compile_train_s"] = None
         res["compile_fwd_s"] = None
+        if bench.extra.get("device_peak"):
+            res["device_peak_bytes"] = int(bench.extra["device_peak"]())
     else:
         import jax
 
@@ -159,6 +180,9 @@ def run_worker(peer: str, config: str, repeats: int, min_time: float) -> dict:
             fwd()
             train()
         samples, ns = _interleaved({"fwd": fwd, "train": train}, repeats, min_time)
+        stats = jax.devices()[0].memory_stats() or {}  # None on CPU
+        if "peak_bytes_in_use" in stats:
+            res["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
     res["rss_delta_bytes"] = _maxrss_bytes() - rss0
     res["maxrss_bytes"] = _maxrss_bytes()
     res["fwd_s"] = samples["fwd"]
@@ -201,7 +225,7 @@ def _roofline_worker(cfg, res, repeats, min_time):
 
 
 # ------------------------------------------------------------------------------------------------------- parent
-def _available(peer: str) -> str | None:
+def _available(peer: str, platform: str = "cpu") -> str | None:
     """None if the peer can run here, else the reason."""
     if peer == "roofline":
         return None
@@ -209,6 +233,10 @@ def _available(peer: str) -> str | None:
 
     if peer not in _peers.PEERS:
         return f"unknown peer {peer!r}"
+    if peer in _peers.GPU_ONLY and platform != "gpu":
+        return "needs a CUDA GPU (--platform gpu)"
+    if peer == "jaxrnn-2dev" and platform == "gpu":
+        return "splits the batch over 2 host devices: a CPU peer"
     mod = _peers.PEERS[peer][2]
     if importlib.util.find_spec(mod) is None:
         return f"{mod} is not installed (pip install -e '.[bench]')"
@@ -226,9 +254,13 @@ def _available(peer: str) -> str | None:
     return None
 
 
-def _spawn(peer, config, repeats, min_time, timeout):
+def _spawn(peer, config, repeats, min_time, timeout, platform="cpu"):
+    from benchmarks import _peers
+
     env = dict(os.environ)
     env.setdefault("KERAS_BACKEND", "jax")
+    env.setdefault("JAX_PLATFORMS", JAX_PLATFORM_NAMES[platform])
+    env[_peers.PLATFORM_ENV] = platform
     flags = env.get("XLA_FLAGS", "")
     if peer == "jaxrnn-2dev":
         env["XLA_FLAGS"] = (flags + " " + TWO_DEV_FLAG).strip()
@@ -255,11 +287,17 @@ def _spawn(peer, config, repeats, min_time, timeout):
     wall = time.perf_counter() - t0
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode or not lines:
-        tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
-        return {"peer": peer, "config": config, "error": f"rc={p.returncode}: " + " | ".join(tail)}
+        return {"peer": peer, "config": config, "error": f"rc={p.returncode}: " + _error_line(p.stderr or p.stdout)}
     res = json.loads(lines[-1])
     res["worker_wall_s"] = wall
     return res
+
+
+def _error_line(text: str) -> str:
+    """The exception a worker died of (its last ``SomethingError: message`` line), else its last three lines."""
+    lines = text.strip().splitlines()
+    errors = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", ln)]
+    return errors[-1] if errors else " | ".join(lines[-3:])
 
 
 def _median(xs):
@@ -312,6 +350,9 @@ def summarise(runs: list[dict]) -> dict:
             compile_fwd_s=_median([r.get("compile_fwd_s") for r in ok]),
             rss_delta_mib=_median([r["rss_delta_bytes"] for r in ok]) / MIB,
         )
+        peak = _median([r.get("device_peak_bytes") for r in ok])
+        if peak is not None:
+            row["device_peak_mib"] = peak / MIB
         cpu = [s for r in ok for s in r.get("train_cpu_s", [])]
         if cpu:
             row["train_cpu_sps"] = steps / statistics.median(cpu)
@@ -352,10 +393,11 @@ def _env_text(env) -> str:
 
 
 def markdown(summary: dict, meta: dict, skipped: dict) -> str:
+    gpu = meta.get("platform") == "gpu"
     lines = [
         f"# jaxrnn benchmark — {meta['date']}",
         "",
-        f"Machine: {meta['machine']}. {meta['cpus']} CPUs, load average at start {meta['load_start']}, "
+        f"Machine: {meta['machine']}{', ' + meta['gpu'] if meta.get('gpu') else ''}. {meta['cpus']} CPUs, load average at start {meta['load_start']}, "
         f"at end {meta['load_end']}. jax {meta['versions'].get('jax')}, "
         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if k != "jax")
         + f". Repeats {meta['repeats']} × rounds {meta['rounds']}, min sample {meta['min_time']} s."
@@ -372,6 +414,13 @@ def markdown(summary: dict, meta: dict, skipped: dict) -> str:
         "memory the step touched (fewer with huge pages), paid in kernel time on every step.",
         "",
     ]
+    if gpu:
+        lines[-1:-1] = [
+            "GPU run: JAX on CUDA, PyTorch on `cuda` (cuDNN's RNN). `device peak` = the device allocator's peak bytes",
+            "in use in the worker (`memory_stats()['peak_bytes_in_use']` for JAX, `torch.cuda.max_memory_allocated()`",
+            "for PyTorch); `train per CPU-s` and `page faults` count host work only. Float32 matmuls run at each",
+            "library's default precision (TF32 on this GPU for XLA's dots and cuDNN's RNN).",
+        ]
     configs = []
     for c, _p in summary:
         if c not in configs:
@@ -392,8 +441,8 @@ def markdown(summary: dict, meta: dict, skipped: dict) -> str:
         lines += [
             "| peer | train seq-steps/s | jaxrnn ÷ peer (train) | fwd seq-steps/s | jaxrnn ÷ peer (fwd) | "
             "compile train (s) | XLA peak train (MiB) | RSS Δ (MiB) | % roof train | % roof fwd | train per CPU-s | "
-            "page faults |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "page faults |" + (" device peak (MiB) |" if gpu else ""),
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else ""),
         ]
         rows = [r for (c, p), r in summary.items() if c == config and p != "roofline"]
         rows.sort(key=lambda r: -r.get("train_sps", 0))
@@ -409,6 +458,7 @@ def markdown(summary: dict, meta: dict, skipped: dict) -> str:
                 f"{_fmt(None if r.get('train_of_roofline') is None else 100 * r['train_of_roofline'], '.0f')} | "
                 f"{_fmt(None if r.get('fwd_of_roofline') is None else 100 * r['fwd_of_roofline'], '.0f')} | "
                 f"{_fmt(r.get('train_cpu_sps'), ',.0f')} | {_fmt(r.get('train_minflt'), ',.0f')} |"
+                + (f" {_fmt(r.get('device_peak_mib'), ',.0f')} |" if gpu else "")
             )
         lines.append("")
     notes = sorted({(r["peer"], r.get("note", "")) for r in summary.values() if r.get("note")})
@@ -417,6 +467,20 @@ def markdown(summary: dict, meta: dict, skipped: dict) -> str:
     if skipped:
         lines += ["Skipped:", ""] + [f"- {p}: {why}" for p, why in skipped.items()] + [""]
     return "\n".join(lines)
+
+
+def _gpu_name() -> str:
+    """The GPU as ``nvidia-smi`` names it (name, memory, driver), or "" without one."""
+    try:
+        p = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return "; ".join(ln.strip() for ln in p.stdout.splitlines() if ln.strip()) if p.returncode == 0 else ""
 
 
 def _versions() -> dict:
@@ -444,6 +508,12 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=1, help="repeat every config this many times, peer order rotated")
     ap.add_argument("--min-time", type=float, default=None, help="seconds per sample (default 0.3, quick 0.1)")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--platform",
+        choices=list(JAX_PLATFORM_NAMES),
+        default="cpu",
+        help="where the workers run: JAX_PLATFORMS (unless set) and PyTorch's device; gpu adds jax-cudnn",
+    )
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--tag", default=None, help="file name stem (default bench_<date>)")
@@ -469,7 +539,10 @@ def main(argv=None):
         "min_time": min_time,
         "argv": sys.argv,
         "env": {k: os.environ[k] for k in ENV_KNOBS if os.environ.get(k)},
+        "platform": args.platform,
     }
+    if args.platform == "gpu":
+        meta["gpu"] = _gpu_name()
     try:
         with open("/proc/cpuinfo") as f:
             model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
@@ -478,16 +551,23 @@ def main(argv=None):
         pass
     out = Path(args.out)
     stem = args.tag or ("bench_" + _dt.datetime.now().strftime("%Y%m%d_%H%M%S"))
+    from benchmarks import _peers
+
     skipped, runs = {}, []
     avail_cache = {}
     t_start = time.perf_counter()
     for config in args.configs:
-        peers = args.peers or (LONG_PEERS if config == "long" else DEFAULT_PEERS)
+        if args.platform == "gpu":
+            defaults = GPU_LONG_PEERS if config == "long" else GPU_PEERS
+        else:
+            defaults = LONG_PEERS if config == "long" else DEFAULT_PEERS
+        peers = args.peers or defaults
         peers = [p for p in peers if not (p == "jaxrnn-2dev" and CONFIGS[config]["B"] < 2)]
+        peers = [p for p in peers if CONFIGS[config]["cell"] in _peers.CELLS.get(p, (CONFIGS[config]["cell"],))]
         todo = []
         for p in peers:
             if p not in avail_cache:
-                avail_cache[p] = _available(p)
+                avail_cache[p] = _available(p, args.platform)
             if avail_cache[p]:
                 skipped[p] = avail_cache[p]
             else:
@@ -497,7 +577,9 @@ def main(argv=None):
             k = rnd % len(todo)
             order = todo[k:] + todo[:k]
             for peer in order:
-                r = _spawn(peer, config, min(repeats, MAX_REPEATS.get(config, repeats)), min_time, args.timeout)
+                r = _spawn(
+                    peer, config, min(repeats, MAX_REPEATS.get(config, repeats)), min_time, args.timeout, args.platform
+                )
                 r["round"] = rnd
                 runs.append(r)
                 msg = r.get("error") or (

@@ -245,12 +245,67 @@ def test_error_bad_options():
     xs = jnp.zeros((2, 5, 3))
     with pytest.raises(TypeError, match="cell must be a jaxrnn.Cell"):
         jaxrnn.rnn("lstm", params, xs)
-    with pytest.raises(ValueError, match="unroll must be a positive int"):
+    with pytest.raises(ValueError, match="unroll must be a positive int, a bool or None, got 0"):
         jaxrnn.rnn(cell, params, xs, unroll=0)
+    with pytest.raises(ValueError, match="unroll must be a positive int, a bool or None, got 2.0"):
+        jaxrnn.truncated_rnn(cell, params, xs, chunk_size=2, unroll=2.0)
     with pytest.raises(ValueError, match="checkpoint_every must be a positive int"):
         jaxrnn.rnn(cell, params, xs, checkpoint_every=0)
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         jaxrnn.truncated_rnn(cell, params, xs, chunk_size=-2)
+
+
+def _scan_unrolls(jaxpr) -> list:
+    """The ``unroll`` of every ``scan`` in a closed jaxpr, nested ones (custom_vjp, jit) included."""
+    from jax.extend.core import jaxprs_in_params
+
+    found = []
+
+    def visit(jx):
+        for eqn in jx.eqns:
+            if eqn.primitive.name == "scan":
+                found.append(eqn.params["unroll"])
+            for sub in jaxprs_in_params(eqn.params):
+                visit(sub)
+
+    visit(jaxpr.jaxpr)
+    return found
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_default_unroll_is_8_on_a_gpu_and_1_elsewhere(kind, monkeypatch):
+    cell, params = make(kind)
+    xs = jax.random.normal(jax.random.key(3), (2, 11, 3))
+
+    def unrolls():
+        return _scan_unrolls(jax.make_jaxpr(lambda p, x: jaxrnn.rnn(cell, p, x))(params, xs))
+
+    assert jax.default_backend() != "gpu" or jaxrnn.driver.default_unroll() == 8
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert jaxrnn.driver.default_unroll() == 1
+    assert set(unrolls()) == {1}
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert jaxrnn.driver.default_unroll() == jaxrnn.driver.GPU_UNROLL == 8
+    assert set(unrolls()) == {8}
+    assert set(_scan_unrolls(jax.make_jaxpr(lambda p, x: jaxrnn.rnn(cell, p, x, unroll=3))(params, xs))) == {3}
+
+
+@pytest.mark.parametrize("kind", CELLS)
+@pytest.mark.parametrize("num_steps", [0, 3, 11])
+def test_unrolled_scan_gives_the_same_values_and_gradients(kind, num_steps):
+    """unroll=8 (the GPU default) with T not a multiple of 8, T < 8 and T = 0, lengths and reverse."""
+    cell, params = make(kind)
+    xs = jax.random.normal(jax.random.key(4), (3, num_steps, 3))
+    lengths = jnp.array([num_steps, num_steps // 2, 0])
+
+    def loss(p, x, unroll, reverse):
+        final, ys = jaxrnn.rnn(cell, p, x, lengths=lengths, reverse=reverse, unroll=unroll)
+        return jnp.sum(ys**2) + sum(jnp.sum(c) for c in jax.tree.leaves(final))
+
+    for reverse in (False, True):
+        want = jax.value_and_grad(loss, argnums=(0, 1))(params, xs, 1, reverse)
+        got = jax.value_and_grad(loss, argnums=(0, 1))(params, xs, 8, reverse)
+        assert_trees_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 # --- property: masking with any lengths equals each sequence run alone, step by step -------------------------------
