@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from jaxrnn._checks import as_float_array
 from jaxrnn.cells.base import Cell
-from jaxrnn.driver import rnn
+from jaxrnn.driver import _check_chunk, _check_grad, resolve_unroll, rnn
 from jaxrnn.layers import dropout as apply_dropout
 
 __all__ = ["Bidirectional", "Layer", "stack"]
@@ -43,11 +43,23 @@ class Layer(NamedTuple):
     merge: str
     dropout: float
     recurrent_dropout: float
+    unroll: int | bool | None = None
+    checkpoint_every: int | None = None
+    grad: str | None = None
 
     def __repr__(self) -> str:
+        scan = "".join(
+            f", {name}={value!r}"
+            for name, value in (
+                ("unroll", self.unroll),
+                ("checkpoint_every", self.checkpoint_every),
+                ("grad", self.grad),
+            )
+            if value is not None
+        )
         return (
             f"Layer({self.cell.name}, num_layers={self.num_layers}, bidirectional={self.bidirectional}, "
-            f"merge={self.merge!r}, dropout={self.dropout}, recurrent_dropout={self.recurrent_dropout})"
+            f"merge={self.merge!r}, dropout={self.dropout}, recurrent_dropout={self.recurrent_dropout}{scan})"
         )
 
 
@@ -81,6 +93,9 @@ def stack(
     merge: str = "concat",
     dropout: float = 0.0,
     recurrent_dropout: float = 0.0,
+    unroll: int | bool | None = None,
+    checkpoint_every: int | None = None,
+    grad: str | None = None,
 ) -> Layer:
     """A ``num_layers``-deep (optionally bidirectional) recurrent layer of ``cell``.
 
@@ -93,6 +108,10 @@ def stack(
         ``train=True``.
       recurrent_dropout: variational dropout of the recurrent input ``h``: one mask per sequence and layer,
         the same at every step, with ``train=True``.
+      unroll, checkpoint_every, grad: passed to :func:`~jaxrnn.rnn` for every layer and direction (``None``: its
+        defaults; ``unroll=None`` is 8 steps per loop trip on a GPU, 1 elsewhere). With ``recurrent_dropout`` and
+        ``train=True`` the masked cell is differentiated by autodiff, so ``grad="analytic"`` cannot be combined
+        with ``recurrent_dropout``.
 
     Returns:
       ``Layer``: ``layer.init(key, input_size, hidden_size, *, dtype=None, **cell_options)`` and
@@ -108,6 +127,17 @@ def stack(
     for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"{name} must lie in [0, 1), got {rate!r}")
+    if unroll is not None:
+        resolve_unroll(unroll)
+    if checkpoint_every is not None:
+        _check_chunk(checkpoint_every, "checkpoint_every")
+    _check_grad(cell, grad)
+    if grad == "analytic" and recurrent_dropout > 0.0:
+        raise ValueError(
+            "grad='analytic' cannot be combined with recurrent_dropout: the cell with a dropout mask on h has no "
+            "hand-derived backward; leave grad=None (analytic without dropout, autodiff with it) or pass 'autodiff'"
+        )
+    scan_options = {"unroll": unroll, "checkpoint_every": checkpoint_every}
     width = 2 if bidirectional and merge == "concat" else 1
 
     def init(key, input_size: int, hidden_size: int, *, dtype=None, **cell_options):
@@ -139,12 +169,23 @@ def stack(
                 raise TypeError(f"params[{k}] must be {want}, got {type(entry).__name__}")
 
     def _one_direction(params, xs, carry, lengths, time_major, reverse, key, batch_shape):
-        run_cell = cell
+        run_cell, run_grad = cell, grad
         if key is not None:
             h0 = _hidden_of(carry if carry is not None else cell.initial_state(params, batch_shape))
             keep = jax.random.bernoulli(key, 1.0 - recurrent_dropout, h0.shape)
             run_cell = _with_recurrent_dropout(cell, keep.astype(h0.dtype) / (1.0 - recurrent_dropout))
-        return rnn(run_cell, params, xs, carry, lengths=lengths, reverse=reverse, time_major=time_major)
+            run_grad = None  # grad="autodiff" or None: the masked cell is not a built-in one
+        return rnn(
+            run_cell,
+            params,
+            xs,
+            carry,
+            lengths=lengths,
+            reverse=reverse,
+            time_major=time_major,
+            grad=run_grad,
+            **scan_options,
+        )
 
     def apply(params, xs, carry=None, *, lengths=None, time_major: bool = False, key=None, train: bool = False):
         _check_params(params)
@@ -191,4 +232,7 @@ def stack(
         merge=merge,
         dropout=dropout,
         recurrent_dropout=recurrent_dropout,
+        unroll=unroll,
+        checkpoint_every=checkpoint_every,
+        grad=grad,
     )

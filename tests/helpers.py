@@ -43,3 +43,26 @@ def assert_trees_close(a, b, rtol=1e-6, atol=1e-6):
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=rtol, atol=atol)
+
+
+def primitive_params(jaxpr, name) -> list:
+    """The params of every equation of primitive ``name`` in a closed jaxpr, nested ones (custom_vjp, jit, scan
+    bodies) included."""
+    from jax.extend.core import jaxprs_in_params
+
+    found = []
+
+    def visit(jx):
+        for eqn in jx.eqns:
+            if eqn.primitive.name == name:
+                found.append(eqn.params)
+            for sub in jaxprs_in_params(eqn.params):
+                visit(sub)
+
+    visit(jaxpr.jaxpr)
+    return found
+
+
+def scan_unrolls(jaxpr) -> list:
+    """The ``unroll`` of every ``scan`` in a closed jaxpr, nested ones included."""
+    return [params["unroll"] for params in primitive_params(jaxpr, "scan")]

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import CELLS, assert_trees_close, loop_rnn, make
+from helpers import CELLS, assert_trees_close, loop_rnn, make, scan_unrolls
 
 import jaxrnn
 
@@ -255,30 +255,13 @@ def test_error_bad_options():
         jaxrnn.truncated_rnn(cell, params, xs, chunk_size=-2)
 
 
-def _scan_unrolls(jaxpr) -> list:
-    """The ``unroll`` of every ``scan`` in a closed jaxpr, nested ones (custom_vjp, jit) included."""
-    from jax.extend.core import jaxprs_in_params
-
-    found = []
-
-    def visit(jx):
-        for eqn in jx.eqns:
-            if eqn.primitive.name == "scan":
-                found.append(eqn.params["unroll"])
-            for sub in jaxprs_in_params(eqn.params):
-                visit(sub)
-
-    visit(jaxpr.jaxpr)
-    return found
-
-
 @pytest.mark.parametrize("kind", CELLS)
 def test_default_unroll_is_8_on_a_gpu_and_1_elsewhere(kind, monkeypatch):
     cell, params = make(kind)
     xs = jax.random.normal(jax.random.key(3), (2, 11, 3))
 
     def unrolls():
-        return _scan_unrolls(jax.make_jaxpr(lambda p, x: jaxrnn.rnn(cell, p, x))(params, xs))
+        return scan_unrolls(jax.make_jaxpr(lambda p, x: jaxrnn.rnn(cell, p, x))(params, xs))
 
     assert jax.default_backend() != "gpu" or jaxrnn.driver.default_unroll() == 8
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
@@ -287,7 +270,7 @@ def test_default_unroll_is_8_on_a_gpu_and_1_elsewhere(kind, monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert jaxrnn.driver.default_unroll() == jaxrnn.driver.GPU_UNROLL == 8
     assert set(unrolls()) == {8}
-    assert set(_scan_unrolls(jax.make_jaxpr(lambda p, x: jaxrnn.rnn(cell, p, x, unroll=3))(params, xs))) == {3}
+    assert set(scan_unrolls(jax.make_jaxpr(lambda p, x: jaxrnn.rnn(cell, p, x, unroll=3))(params, xs))) == {3}
 
 
 @pytest.mark.parametrize("kind", CELLS)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_trees_close
+from helpers import assert_trees_close, primitive_params, scan_unrolls
 
 import jaxrnn
 
@@ -99,6 +99,33 @@ def test_recurrent_dropout_mask_is_the_same_at_every_step():
     assert not np.array_equal(masks[0, 0], masks[1, 0]), "one mask per sequence"
 
 
+def test_scan_options_reach_every_layer_and_direction():
+    """unroll, checkpoint_every and grad go to jaxrnn.rnn for every layer and direction; values are unchanged."""
+    plain = jaxrnn.stack(jaxrnn.lstm, 2, bidirectional=True)
+    tuned = jaxrnn.stack(jaxrnn.lstm, 2, bidirectional=True, unroll=3, checkpoint_every=4, grad="autodiff")
+    assert (tuned.unroll, tuned.checkpoint_every, tuned.grad) == (3, 4, "autodiff")
+    assert "unroll=3, checkpoint_every=4, grad='autodiff'" in repr(tuned)
+    params = plain.init(jax.random.key(0), 4, 5)
+
+    def loss(layer):
+        return lambda p: jnp.sum(layer.apply(p, XS, lengths=LENGTHS)[1] ** 2)
+
+    assert_trees_close(jax.value_and_grad(loss(tuned))(params), jax.value_and_grad(loss(plain))(params), rtol=1e-5)
+    jaxpr = jax.make_jaxpr(loss(tuned))(params)
+    assert set(scan_unrolls(jaxpr)) == {1, 3}  # the scans within chunks unrolled, the scans over chunks not
+    remat = primitive_params(jaxpr, "remat2") + primitive_params(jaxpr, "checkpoint")  # jax.checkpoint's primitive
+    assert len(remat) == 4  # a rematerialised chunk per layer and direction
+    analytic = jaxrnn.stack(jaxrnn.gru, 2, grad="analytic", unroll=2)
+    assert set(scan_unrolls(jax.make_jaxpr(loss(analytic))(analytic.init(jax.random.key(1), 4, 5)))) == {2}
+
+
+def test_recurrent_dropout_runs_autodiff_under_the_default_grad():
+    layer = jaxrnn.stack(jaxrnn.lstm, recurrent_dropout=0.5, unroll=2)
+    params = layer.init(jax.random.key(0), 4, 5)
+    g = jax.grad(lambda p: jnp.sum(layer.apply(p, XS, key=jax.random.key(1), train=True)[1] ** 2))(params)
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
+
+
 def test_stack_errors():
     with pytest.raises(ValueError, match="merge must be one of"):
         jaxrnn.stack(jaxrnn.lstm, merge="mean")
@@ -108,6 +135,17 @@ def test_stack_errors():
         jaxrnn.stack(jaxrnn.lstm, dropout=1.0)
     with pytest.raises(TypeError, match="cell must be a jaxrnn.Cell"):
         jaxrnn.stack(object())
+    with pytest.raises(ValueError, match="unroll must be a positive int, a bool or None, got 0"):
+        jaxrnn.stack(jaxrnn.lstm, unroll=0)
+    with pytest.raises(ValueError, match="checkpoint_every must be a positive int, got 0"):
+        jaxrnn.stack(jaxrnn.lstm, checkpoint_every=0)
+    with pytest.raises(ValueError, match="grad must be one of"):
+        jaxrnn.stack(jaxrnn.lstm, grad="fast")
+    with pytest.raises(ValueError, match="grad='analytic' cannot be combined with recurrent_dropout"):
+        jaxrnn.stack(jaxrnn.lstm, recurrent_dropout=0.2, grad="analytic")
+    own = jaxrnn.Cell(jaxrnn.elman.init, jaxrnn.elman.initial_state, lambda p, c, x: jaxrnn.elman.step(p, c, x))
+    with pytest.raises(ValueError, match="grad='analytic' needs a built-in cell"):
+        jaxrnn.stack(own, grad="analytic")
     layer = jaxrnn.stack(jaxrnn.lstm, 2, bidirectional=True)
     params = layer.init(jax.random.key(0), 4, 5)
     with pytest.raises(TypeError, match="params must be a tuple of 2 per-layer entries"):
