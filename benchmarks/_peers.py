@@ -109,7 +109,7 @@ def jaxrnn_has_grad_kw() -> bool:
     return "grad" in inspect.signature(jaxrnn.rnn).parameters
 
 
-def build_jaxrnn(cfg, *, grad=None, checkpoint_every=None, sharded=False, unroll=1, row_major=False):
+def build_jaxrnn(cfg, *, grad=None, checkpoint_every=None, sharded=False, unroll=None, row_major=False):
     import jax
 
     import jaxrnn
@@ -124,7 +124,7 @@ def build_jaxrnn(cfg, *, grad=None, checkpoint_every=None, sharded=False, unroll
     kw = {}
     if checkpoint_every is not None:
         kw["checkpoint_every"] = checkpoint_every
-    if unroll != 1:
+    if unroll is not None:  # None: the library default (8 on a GPU, 1 elsewhere)
         kw["unroll"] = unroll
     if grad is not None:
         if not jaxrnn_has_grad_kw():
@@ -336,6 +336,7 @@ PEERS: dict[str, tuple[Callable, dict, str]] = {
     "jaxrnn-ckpt": (build_jaxrnn, {"checkpoint_every": 100}, "jaxrnn"),
     "jaxrnn-2dev": (build_jaxrnn, {"sharded": True}, "jaxrnn"),
     "jaxrnn-rowmajor": (build_jaxrnn, {"row_major": True}, "jaxrnn"),
+    "jaxrnn-unroll1": (build_jaxrnn, {"unroll": 1}, "jaxrnn"),
     "jaxrnn-unroll8": (build_jaxrnn, {"unroll": 8}, "jaxrnn"),
     "flax": (build_flax, {}, "flax"),
     "equinox": (build_equinox, {}, "equinox"),
