@@ -14,6 +14,7 @@ length, and its outputs stay aligned with its inputs.
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Any, NamedTuple
 
 import jax
@@ -219,15 +220,27 @@ def default_unroll() -> int:
     return GPU_UNROLL if jax.default_backend() == "gpu" else 1
 
 
+def _positive_int(value) -> int | None:
+    """``value`` as a Python int when it is a positive integer (NumPy integers too, bools not), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = operator.index(value)
+    except TypeError:
+        return None
+    return number if number >= 1 else None
+
+
 def resolve_unroll(unroll) -> int | bool:
     """``unroll`` checked (a positive int or a bool), with ``None`` replaced by :func:`default_unroll`."""
     if unroll is None:
         return default_unroll()
     if isinstance(unroll, bool):
         return unroll
-    if not isinstance(unroll, int) or unroll < 1:
+    number = _positive_int(unroll)
+    if number is None:
         raise ValueError(f"unroll must be a positive int, a bool or None, got {unroll!r}")
-    return unroll
+    return number
 
 
 def _chunked_scan(
@@ -273,9 +286,12 @@ def _chunked_scan(
     return final, ys.reshape((num_chunks * chunk_size,) + ys.shape[2:])[:num_steps]
 
 
-def _check_chunk(value, name) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+def _check_chunk(value, name) -> int:
+    """``value`` as a Python int, or a ValueError naming ``name`` unless it is a positive integer."""
+    number = _positive_int(value)
+    if number is None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return number
 
 
 GRAD_MODES = ("autodiff", "analytic")
@@ -348,7 +364,7 @@ def rnn(
     unroll = resolve_unroll(unroll)
     use_analytic = _check_grad(cell, grad)
     if checkpoint_every is not None:
-        _check_chunk(checkpoint_every, "checkpoint_every")
+        checkpoint_every = _check_chunk(checkpoint_every, "checkpoint_every")
     prep = prepare(cell, params, xs, carry, lengths=lengths, time_major=time_major)
     final, ys = _run_scan(
         cell,
@@ -458,7 +474,7 @@ def truncated_rnn(
     stopped at the start of every chunk (the first included), so gradients flow at most ``chunk_size`` steps back
     and nothing flows into ``carry``. Memory and the backward pass then scale with the chunk, not the sequence.
     """
-    _check_chunk(chunk_size, "chunk_size")
+    chunk_size = _check_chunk(chunk_size, "chunk_size")
     unroll = resolve_unroll(unroll)
     prep = prepare(cell, params, xs, carry, lengths=lengths, time_major=time_major)
     final, ys = _chunked_scan(

@@ -128,9 +128,9 @@ def stack(
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"{name} must lie in [0, 1), got {rate!r}")
     if unroll is not None:
-        resolve_unroll(unroll)
+        unroll = resolve_unroll(unroll)
     if checkpoint_every is not None:
-        _check_chunk(checkpoint_every, "checkpoint_every")
+        checkpoint_every = _check_chunk(checkpoint_every, "checkpoint_every")
     _check_grad(cell, grad)
     if grad == "analytic" and recurrent_dropout > 0.0:
         raise ValueError(

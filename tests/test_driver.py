@@ -255,6 +255,18 @@ def test_error_bad_options():
         jaxrnn.truncated_rnn(cell, params, xs, chunk_size=-2)
 
 
+def test_numpy_integers_are_accepted_for_step_counts():
+    cell, params = make("lstm")
+    xs = jax.random.normal(jax.random.key(5), (2, 7, 3))
+    want = jaxrnn.rnn(cell, params, xs)
+    assert_trees_close(jaxrnn.rnn(cell, params, xs, unroll=np.int64(3), checkpoint_every=np.int32(2)), want)
+    assert_trees_close(jaxrnn.truncated_rnn(cell, params, xs, chunk_size=np.int64(7)), want)
+    with pytest.raises(ValueError, match="checkpoint_every must be a positive int, got True"):
+        jaxrnn.rnn(cell, params, xs, checkpoint_every=True)
+    with pytest.raises(ValueError, match=r"unroll must be a positive int, a bool or None, got np.int64\(-1\)"):
+        jaxrnn.rnn(cell, params, xs, unroll=np.int64(-1))
+
+
 @pytest.mark.parametrize("kind", CELLS)
 def test_default_unroll_is_8_on_a_gpu_and_1_elsewhere(kind, monkeypatch):
     cell, params = make(kind)
