@@ -543,6 +543,8 @@ def main(argv=None):
     }
     if args.platform == "gpu":
         meta["gpu"] = _gpu_name()
+        if not meta["gpu"]:
+            ap.error("--platform gpu: nvidia-smi lists no NVIDIA GPU on this machine")
     try:
         with open("/proc/cpuinfo") as f:
             model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
