@@ -146,6 +146,13 @@ def build_jaxrnn(cfg, *, grad=None, checkpoint_every=None, sharded=False, unroll
             )
         except Exception:  # noqa: BLE001
             pass
+    if unroll is None:
+        try:  # likewise the unroll that unroll=None stands for on this backend
+            from jaxrnn.driver import default_unroll
+
+            note = (note + "; " if note else "") + f"default unroll: {default_unroll()}"
+        except ImportError:
+            pass
     return _jax_bench(apply, params, cfg, note=note, sharded=sharded)
 
 
