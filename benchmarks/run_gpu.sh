@@ -8,8 +8,8 @@
 # short keeps what it measured), bench_gpu.log, tests_gpu.log. Each stage is cut at its time limit.
 set -u
 out=${1:-benchmarks/results}
-bench_s=${2:-420}
-test_s=${3:-120}
+bench_s=${2:-900}
+test_s=${3:-600}
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 
