@@ -11,6 +11,7 @@ out=${1:-benchmarks/results}
 bench_s=${2:-900}
 test_s=${3:-600}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)  # absolute, as the run moves to the repository root
 cd "$(dirname "$0")/.."
 
 {
