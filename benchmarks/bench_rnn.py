@@ -565,7 +565,7 @@ def main(argv=None):
             defaults = LONG_PEERS if config == "long" else DEFAULT_PEERS
         peers = args.peers or defaults
         peers = [p for p in peers if not (p == "jaxrnn-2dev" and CONFIGS[config]["B"] < 2)]
-        peers = [p for p in peers if CONFIGS[config]["cell"] in _peers.CELLS.get(p, (CONFIGS[config]["cell"],))]
+        peers = [p for p in peers if p not in _peers.CELLS or CONFIGS[config]["cell"] in _peers.CELLS[p]]
         todo = []
         for p in peers:
             if p not in avail_cache:

@@ -169,12 +169,11 @@ def stack(
                 raise TypeError(f"params[{k}] must be {want}, got {type(entry).__name__}")
 
     def _one_direction(params, xs, carry, lengths, time_major, reverse, key, batch_shape):
-        run_cell, run_grad = cell, grad
+        run_cell = cell
         if key is not None:
             h0 = _hidden_of(carry if carry is not None else cell.initial_state(params, batch_shape))
             keep = jax.random.bernoulli(key, 1.0 - recurrent_dropout, h0.shape)
             run_cell = _with_recurrent_dropout(cell, keep.astype(h0.dtype) / (1.0 - recurrent_dropout))
-            run_grad = None  # grad="autodiff" or None: the masked cell is not a built-in one
         return rnn(
             run_cell,
             params,
@@ -183,7 +182,7 @@ def stack(
             lengths=lengths,
             reverse=reverse,
             time_major=time_major,
-            grad=run_grad,
+            grad=grad,  # never "analytic" with a dropout mask: refused above
             **scan_options,
         )
 

@@ -122,8 +122,15 @@ def test_scan_options_reach_every_layer_and_direction():
 def test_recurrent_dropout_runs_autodiff_under_the_default_grad():
     layer = jaxrnn.stack(jaxrnn.lstm, recurrent_dropout=0.5, unroll=2)
     params = layer.init(jax.random.key(0), 4, 5)
-    g = jax.grad(lambda p: jnp.sum(layer.apply(p, XS, key=jax.random.key(1), train=True)[1] ** 2))(params)
+
+    def grad_of(layer, train):
+        return jax.grad(lambda p: jnp.sum(layer.apply(p, XS, key=jax.random.key(1), train=train)[1] ** 2))(params)
+
+    g = grad_of(layer, True)
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
+    autodiff = jaxrnn.stack(jaxrnn.lstm, recurrent_dropout=0.5, grad="autodiff")
+    assert_trees_close(g, grad_of(autodiff, True), rtol=1e-5)  # the masked cell is differentiated by autodiff
+    assert not np.allclose(g[0].w_h, grad_of(layer, False)[0].w_h)  # and the mask was applied
 
 
 def test_stack_errors():
