@@ -5,6 +5,8 @@ bidirectional, and ``from_keras``/``to_keras`` convert Keras 3 ``SimpleRNN``, ``
 and ``keras.layers.Bidirectional`` around them. The result is a :func:`jaxrnn.stack` :class:`~jaxrnn.Layer` and its
 params, so ``layer.apply(params, xs, lengths=lengths)`` computes what the peer computes on a PackedSequence (PyTorch)
 or a right-padding mask (Keras). Torch and Keras are optional: they are imported only inside these functions.
+Flax's converters (``from_flax``, ``to_flax``, ``carry_from_flax``, ``carry_to_flax``) live in
+:mod:`jaxrnn.interop_flax` and are offered here too.
 
 Layout mapping (``T`` = transpose; ``H`` hidden size; blocks of ``H`` columns or entries):
 
@@ -829,3 +831,10 @@ def carry_to_keras(layer: Layer, carry) -> list:
     for state in _flat_states(layer, carry, "carry_to_keras"):
         out.extend([state.h, state.c] if kind == "lstm" else [state])
     return out
+
+
+# -------------------------------------------------------------------------------------------------------------- Flax
+# Defined in their own module (which reuses the helpers above), offered here beside the PyTorch and Keras converters.
+from jaxrnn.interop_flax import carry_from_flax, carry_to_flax, from_flax, to_flax  # noqa: E402
+
+__all__ += ["carry_from_flax", "carry_to_flax", "from_flax", "to_flax"]
