@@ -79,23 +79,26 @@ def _dense(tree: Mapping, name: str, biased: bool, where: str) -> tuple[np.ndarr
 
 def _cell_from_linen(tree: Mapping, where: str, activation: str):
     """Cell params from one linen cell's params dict (``{'ii': {'kernel': ...}, ...}``)."""
-    keys = frozenset(str(k) for k in tree)
+    keys, label = frozenset(str(k) for k in tree), where or "params"
     if keys in _UNSUPPORTED:
-        raise ValueError(f"{where}: these are the params of a Flax {_UNSUPPORTED[keys]}, which jaxrnn has no cell "
+        raise ValueError(f"{label}: these are the params of a Flax {_UNSUPPORTED[keys]}, which jaxrnn has no cell "
                          f"for; expected LSTMCell, OptimizedLSTMCell, GRUCell or SimpleCell params")  # fmt: skip
     kinds = [kind for kind, expected in _LINEN_KEYS.items() if keys == expected]
     if not kinds:
         expected = "; ".join(f"{kind}: {sorted(names)}" for kind, names in _LINEN_KEYS.items())
-        raise ValueError(f"{where}: not the params of a Flax LSTMCell, GRUCell or SimpleCell: got keys "
+        raise ValueError(f"{label}: not the params of a Flax LSTMCell, GRUCell or SimpleCell: got keys "
                          f"{_sorted_keys(tree)}, expected one of ({expected})")  # fmt: skip
     kind = kinds[0]
     pre = f"{where}." if where else ""
     inputs = [_dense(tree, n, n in _LINEN_BIASED[kind], pre) for n in _LINEN_INPUT[kind]]
     hiddens = [_dense(tree, n, n in _LINEN_BIASED[kind], pre) for n in _LINEN_HIDDEN[kind]]
+    for name, (kernel, _) in zip(_LINEN_INPUT[kind] + _LINEN_HIDDEN[kind], inputs + hiddens):
+        if kernel.ndim != 2:
+            raise ValueError(f"{pre}{name}.kernel must be a matrix, got shape {_shape(kernel.shape)}")
     first_in, first_h = _LINEN_INPUT[kind][0], _LINEN_HIDDEN[kind][0]
-    d_in, hidden = inputs[0][0].shape[0] if inputs[0][0].ndim == 2 else None, hiddens[0][0].shape[-1]
+    d_in, hidden = inputs[0][0].shape[0], hiddens[0][0].shape[1]
     for name, (kernel, bias) in zip(_LINEN_INPUT[kind], inputs):
-        if kernel.ndim != 2 or kernel.shape != (d_in, hidden):
+        if kernel.shape != (d_in, hidden):
             raise ValueError(f"{pre}{name}.kernel must have shape [D, H] = {_shape((d_in, hidden))} like "
                              f"{first_in}.kernel and {first_h}.kernel, got {_shape(kernel.shape)}")  # fmt: skip
         if bias is not None and bias.shape != (hidden,):
@@ -106,6 +109,9 @@ def _cell_from_linen(tree: Mapping, where: str, activation: str):
                              f"{_shape(kernel.shape)}")  # fmt: skip
         if bias is not None and bias.shape != (hidden,):
             raise ValueError(f"{pre}{name}.bias must have shape [{hidden}], got {_shape(bias.shape)}")
+    dtypes = {str(a.dtype) for dense in inputs + hiddens for a in dense if a is not None}
+    if len(dtypes) != 1:
+        raise TypeError(f"{label}: every kernel and bias must share one dtype, got {sorted(dtypes)}")
     w_x = np.concatenate([k for k, _ in inputs], axis=-1)
     w_h = np.concatenate([k for k, _ in hiddens], axis=-1)
     if kind == "lstm":

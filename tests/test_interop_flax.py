@@ -259,6 +259,17 @@ def test_from_flax_reports_bad_linen_params():
     integer = dict(tree, ii={"kernel": np.zeros((D, H), np.int32)})
     with pytest.raises(TypeError, match=r"ii.kernel must be floating point, got dtype int32"):
         interop.from_flax(integer)
+    scalar = dict(tree, io={"kernel": np.float32(1.0)})
+    with pytest.raises(ValueError, match=r"io.kernel must be a matrix, got shape \[\]"):
+        interop.from_flax(scalar)
+    mixed = dict(tree, ig={"kernel": tree["ig"]["kernel"].astype(np.float64)})
+    with pytest.raises(
+        TypeError, match=r"params: every kernel and bias must share one dtype, got \['float32', 'float64'\]"
+    ):
+        interop.from_flax(mixed)
+    bidirectional = {"params": {"forward_rnn": {"cell": tree}, "backward_rnn": {"cell": bad_bias}}}
+    with pytest.raises(ValueError, match=r"backward_rnn.cell.ho.bias must have shape \[4\], got \[6\]"):
+        interop.from_flax(bidirectional)
     with pytest.raises(ValueError, match=r"forward_rnn must hold one 'cell'"):
         interop.from_flax({"forward_rnn": tree, "backward_rnn": {"cell": tree}})
     with pytest.raises(TypeError, match=r"source must be a linen variables dict or a Flax NNX module, got list"):
