@@ -6,7 +6,8 @@ and ``keras.layers.Bidirectional`` around them. The result is a :func:`jaxrnn.st
 params, so ``layer.apply(params, xs, lengths=lengths)`` computes what the peer computes on a PackedSequence (PyTorch)
 or a right-padding mask (Keras). Torch and Keras are optional: they are imported only inside these functions.
 Flax's converters (``from_flax``, ``to_flax``, ``carry_from_flax``, ``carry_to_flax``) live in
-:mod:`jaxrnn.interop_flax` and are offered here too.
+:mod:`jaxrnn.interop_flax`, Equinox's (``from_equinox``, ...) in :mod:`jaxrnn.interop_equinox`; both are offered here
+too.
 
 Layout mapping (``T`` = transpose; ``H`` hidden size; blocks of ``H`` columns or entries):
 
@@ -833,8 +834,10 @@ def carry_to_keras(layer: Layer, carry) -> list:
     return out
 
 
-# -------------------------------------------------------------------------------------------------------------- Flax
-# Defined in their own module (which reuses the helpers above), offered here beside the PyTorch and Keras converters.
+# ---------------------------------------------------------------------------------------------- Flax and Equinox
+# Defined in their own modules (which reuse the helpers above), offered here beside the PyTorch and Keras converters.
+from jaxrnn.interop_equinox import carry_from_equinox, carry_to_equinox, from_equinox, to_equinox  # noqa: E402
 from jaxrnn.interop_flax import carry_from_flax, carry_to_flax, from_flax, to_flax  # noqa: E402
 
-__all__ += ["carry_from_flax", "carry_to_flax", "from_flax", "to_flax"]
+__all__ += ["carry_from_equinox", "carry_from_flax", "carry_to_equinox", "carry_to_flax", "from_equinox", "from_flax",
+            "to_equinox", "to_flax"]  # fmt: skip
