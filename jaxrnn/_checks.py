@@ -83,6 +83,23 @@ def check_lengths(lengths, batch_shape: tuple[int, ...], num_steps: int, name: s
     return jnp.asarray(lengths)
 
 
+def check_resets(resets, batch_shape: tuple[int, ...], num_steps: int, time_major: bool) -> jax.Array:
+    """Validate segment-start marks: boolean, shape ``[*batch, T]`` (``[T, *batch]`` when ``time_major``).
+    Returns them time-major."""
+    if not hasattr(resets, "shape"):
+        resets = np.asarray(resets)
+    if resets.dtype != np.bool_:
+        raise TypeError(f"resets must be a boolean array (True where a new segment starts), got dtype {resets.dtype}")
+    expected = (num_steps, *batch_shape) if time_major else (*batch_shape, num_steps)
+    if tuple(resets.shape) != expected:
+        layout = "[time, *batch]" if time_major else "[*batch, time]"
+        raise ValueError(
+            f"resets must have shape {layout} = {shape_str(expected)} to match xs, got {shape_str(resets.shape)}"
+        )
+    resets = jnp.asarray(resets)
+    return resets if time_major else jnp.moveaxis(resets, -1, 0)
+
+
 def check_tree_matches(got: Any, expected: Any, name: str, hint: str = "") -> None:
     """Raise if pytree ``got`` differs from ``expected`` (arrays or ShapeDtypeStructs) in structure or shape."""
     got_struct = jax.tree_util.tree_structure(got)

@@ -9,6 +9,12 @@ Variable lengths (right padding): with ``lengths [*batch]``, step ``t`` of a seq
 each sequence's last valid step. With ``reverse=True`` the scan runs from ``t = T-1`` down to 0 and the same mask
 makes each sequence start at its own last valid step ``lengths-1``: each sequence is read backwards within its own
 length, and its outputs stay aligned with its inputs.
+
+Segments (episode boundaries): with ``resets [*batch, T]`` booleans, ``resets[..., t]`` marks step ``t`` as the
+first step of a new segment, so the recurrence does not cross from ``t-1`` to ``t``: running forward, the carry is
+reset to ``cell.initial_state`` (zeros) before step ``t``; running in reverse, before step ``t-1`` (the step the
+reversed scan reaches next). Each segment is then computed exactly as if it were a sequence of its own, in either
+direction, which is what a bidirectional layer over concatenated episodes needs (Haiku's ``ResetCore``, forward only).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxrnn._checks import as_float_array, check_lengths, check_tree_matches, shape_str
+from jaxrnn._checks import as_float_array, check_lengths, check_resets, check_tree_matches, shape_str
 from jaxrnn.cells.base import Cell
 
 __all__ = [
@@ -29,6 +35,7 @@ __all__ = [
     "batch_mesh",
     "match_varying",
     "prepare",
+    "reset_marks",
     "rnn",
     "scan_cell",
     "step_input",
@@ -185,23 +192,45 @@ def sum_to_varying(cotangent, primal):
     return jax.tree.map(reduce, cotangent, primal)
 
 
-def scan_cell(step, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1, t_offset=0):
+def scan_cell(
+    step, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1, t_offset=0, marks=None, reset_carry=None
+):
     """The scan itself, on validated time-major inputs: ``step(params, carry, x)`` over ``xs_tm [T, *batch, D]``.
 
-    ``t_offset`` is the absolute time of ``xs_tm[0]`` (for chunked runs), used only with ``lengths``.
-    Returns ``(final_carry, ys [T, *batch, H])``.
+    ``t_offset`` is the absolute time of ``xs_tm[0]`` (for chunked runs), used only with ``lengths``. ``marks
+    [T, *batch]`` (from :func:`reset_marks`, in the scan's own direction) replace the carry by ``reset_carry``
+    before each marked step. Returns ``(final_carry, ys [T, *batch, H])``.
     """
-    if lengths is None:
+    if lengths is None and marks is None:
         return lax.scan(lambda c, x: step(params, c, x), carry, xs_tm, reverse=reverse, unroll=unroll)
 
     def body(c, inputs):
-        t, x = inputs
-        new_c, y = step(params, c, x)
+        t, x, mark = inputs
+        c_in = c if mark is None else _where_valid(mark, reset_carry, c)
+        new_c, y = step(params, c_in, x)
+        if lengths is None:
+            return new_c, y
         valid = t < lengths
         return _where_valid(valid, new_c, c), _where_valid(valid, y, jnp.zeros_like(y))
 
     times = t_offset + jnp.arange(xs_tm.shape[0])
-    return lax.scan(body, carry, (times, xs_tm), reverse=reverse, unroll=unroll)
+    return lax.scan(body, carry, (times, xs_tm, marks), reverse=reverse, unroll=unroll)
+
+
+def reset_marks(resets_tm, lengths=None, *, reverse=False):
+    """Where a scan resets its carry, from segment starts ``resets_tm [T, *batch]`` (time-major booleans).
+
+    Forward, step ``t`` starts afresh when ``resets_tm[t]``. In reverse the boundary before ``t+1`` is met just
+    before step ``t``: ``marks[t] = resets_tm[t+1]`` (False at ``T-1``), and, with ``lengths``, only where ``t+1``
+    is a valid step, so a mark in the padding cannot reset the carry a sequence starts from.
+    """
+    if not reverse:
+        return resets_tm
+    marks = jnp.concatenate([resets_tm[1:], jnp.zeros_like(resets_tm[:1])], axis=0)
+    if lengths is not None:
+        next_step = jnp.arange(1, resets_tm.shape[0] + 1).reshape((-1,) + (1,) * lengths.ndim)
+        marks = marks & (next_step < lengths[None])
+    return marks
 
 
 def _to_layout(ys_tm: jax.Array, time_major: bool) -> jax.Array:
@@ -256,33 +285,39 @@ def _chunked_scan(
     unroll=1,
     stop_gradient=False,
     remat=False,
+    marks=None,
+    reset_carry=None,
 ):
     """``scan_cell`` over chunks of ``chunk_size`` steps: an outer scan over chunks, an inner one within each.
 
     ``stop_gradient`` cuts the carry's gradient at every chunk start (truncated BPTT); ``remat`` wraps each chunk
     in ``jax.checkpoint``, so the backward pass stores one carry per chunk and recomputes the chunk's activations
     (memory ~ T/K carries + K steps of activations instead of T steps). A ragged last chunk is padded with masked
-    steps, so any T works.
+    steps, so any T works. ``marks``/``reset_carry``: as in :func:`scan_cell`, for the whole sequence.
     """
     num_steps = xs_tm.shape[0]
     num_chunks = -(-num_steps // chunk_size)
     pad = num_chunks * chunk_size - num_steps
     if pad:
         xs_tm = jnp.concatenate([xs_tm, jnp.zeros((pad,) + xs_tm.shape[1:], xs_tm.dtype)], axis=0)
+        if marks is not None:
+            marks = jnp.concatenate([marks, jnp.zeros((pad,) + marks.shape[1:], marks.dtype)], axis=0)
         if lengths is None:
             lengths = jnp.full(batch_shape, num_steps, jnp.int32)
     chunks = xs_tm.reshape((num_chunks, chunk_size) + xs_tm.shape[1:])
+    mark_chunks = None if marks is None else marks.reshape((num_chunks, chunk_size) + marks.shape[1:])
 
     def run_chunk(c, inputs):
-        chunk_xs, t_offset = inputs
+        chunk_xs, t_offset, chunk_marks = inputs
         if stop_gradient:
             c = jax.lax.stop_gradient(c)
-        return scan_cell(step, params, chunk_xs, c, lengths, reverse=reverse, unroll=unroll, t_offset=t_offset)
+        return scan_cell(step, params, chunk_xs, c, lengths, reverse=reverse, unroll=unroll, t_offset=t_offset,
+                         marks=chunk_marks, reset_carry=reset_carry)  # fmt: skip
 
     if remat:
         run_chunk = jax.checkpoint(run_chunk)
     offsets = jnp.arange(num_chunks) * chunk_size
-    final, ys = lax.scan(run_chunk, carry, (chunks, offsets), reverse=reverse)
+    final, ys = lax.scan(run_chunk, carry, (chunks, offsets, mark_chunks), reverse=reverse)
     return final, ys.reshape((num_chunks * chunk_size,) + ys.shape[2:])[:num_steps]
 
 
@@ -321,6 +356,7 @@ def rnn(
     carry=None,
     *,
     lengths=None,
+    resets=None,
     reverse: bool = False,
     time_major: bool = False,
     unroll: int | bool | None = None,
@@ -336,6 +372,11 @@ def rnn(
           is then empty and the final carry is the initial one.
       carry: initial state, ``cell.initial_state(params, batch_shape)`` (zeros) when None.
       lengths: optional ``[*batch]`` integers in ``[0, T]``: valid steps per sequence (right padding).
+      resets: optional ``[*batch, T]`` booleans (``[T, *batch]`` with ``time_major=True``), True at the first step
+        of each new segment (e.g. an episode start): the recurrence does not cross into a marked step. Running
+        forward the carry is reset to ``cell.initial_state`` (zeros) before a marked step (at ``t = 0`` this
+        replaces ``carry``); with ``reverse=True``, before the step that precedes it. Every segment then gives
+        exactly what it gives run alone. Differentiated by autodiff (``grad="analytic"`` is refused).
       reverse: run from the last step to the first (within each sequence's length, with ``lengths``).
       time_major: the layout of ``xs`` and of the returned ``ys``.
       unroll: steps per loop trip, passed to ``lax.scan`` (``True``: the whole sequence). ``None`` (the default):
@@ -349,8 +390,9 @@ def rnn(
         which forms ``dW_x`` and ``dW_h`` as one matmul each after the backward loop). ``None`` (the default)
         means ``"analytic"`` for ``jaxrnn.lstm`` and ``jaxrnn.gru``, where it trains 1.1–1.4x faster on CPU
         (``benchmarks/``), and ``"autodiff"`` for every other cell. Same values either way; the analytic path does
-        not support forward mode (``jax.jvp``, ``jacfwd``, ``hessian``): pass ``grad="autodiff"`` for those. With ``checkpoint_every`` the analytic path is not used
-        (autodiff through the rematerialised chunks). ``grad="analytic"`` on a user cell raises ``ValueError``.
+        not support forward mode (``jax.jvp``, ``jacfwd``, ``hessian``): pass ``grad="autodiff"`` for those. With
+        ``checkpoint_every`` or ``resets`` the analytic path is not used (autodiff through the rematerialised chunks,
+        or through the resets). ``grad="analytic"`` on a user cell, or with ``resets``, raises ``ValueError``.
 
     Returns:
       ``(final_carry, ys)``: the carry after the last (valid) step, and ``ys [*batch, T, H]`` (or time-major), the
@@ -365,17 +407,24 @@ def rnn(
     use_analytic = _check_grad(cell, grad)
     if checkpoint_every is not None:
         checkpoint_every = _check_chunk(checkpoint_every, "checkpoint_every")
+    if resets is not None and grad == "analytic":
+        raise ValueError(
+            "grad='analytic' cannot be combined with resets: the hand-derived BPTT has no segment boundaries; leave "
+            "grad=None (autodiff is then used) or pass grad='autodiff'"
+        )
     prep = prepare(cell, params, xs, carry, lengths=lengths, time_major=time_major)
+    resets_tm = None if resets is None else check_resets(resets, prep.batch_shape, prep.xs.shape[0], time_major)
     final, ys = _run_scan(
         cell,
         params,
         prep.xs,
         prep.carry,
         prep.lengths,
+        resets_tm,
         reverse=reverse,
         unroll=unroll,
         checkpoint_every=checkpoint_every,
-        analytic=use_analytic and checkpoint_every is None,
+        analytic=use_analytic and checkpoint_every is None and resets is None,
         mesh=batch_mesh(prep.batch_shape),
     )
     return final, _to_layout(ys, time_major)
@@ -399,7 +448,8 @@ def batch_mesh(batch_shape):
 
 
 def _shard_over_batch(scan, mesh):
-    """``scan(params, xs_tm, carry, lengths)`` run by ``shard_map`` on each device's slice of the first batch dim:
+    """``scan(params, xs_tm, carry, lengths, resets_tm)`` run by ``shard_map`` on each device's slice of the first
+    batch dim:
     the whole recurrence, forward and backward, stays on one device, and the only communication is the sum of the
     parameter gradients (the transpose of replicating the params), once per call."""
     from jax.sharding import PartitionSpec as P
@@ -409,11 +459,12 @@ def _shard_over_batch(scan, mesh):
     def specs(tree, spec):
         return jax.tree.map(lambda _: spec, tree)
 
-    def run(params, xs_tm, carry, lengths):
-        in_specs = (specs(params, P()), P(None, AXIS), specs(carry, P(AXIS)), None if lengths is None else P(AXIS))
+    def run(params, xs_tm, carry, lengths, resets_tm):
+        in_specs = (specs(params, P()), P(None, AXIS), specs(carry, P(AXIS)), None if lengths is None else P(AXIS),
+                    None if resets_tm is None else P(None, AXIS))  # fmt: skip
         out_specs = (specs(carry, P(AXIS)), P(None, AXIS))
         sharded = jax.shard_map(scan, mesh=mesh, in_specs=in_specs, out_specs=out_specs, axis_names={AXIS})
-        return sharded(params, xs_tm, carry, lengths)
+        return sharded(params, xs_tm, carry, lengths, resets_tm)
 
     return run
 
@@ -421,27 +472,40 @@ def _shard_over_batch(scan, mesh):
 @functools.partial(
     jax.jit, static_argnums=0, static_argnames=("reverse", "unroll", "checkpoint_every", "analytic", "mesh")
 )
-def _run_scan(cell, params, xs_tm, carry, lengths, *, reverse, unroll, checkpoint_every, analytic, mesh=None):
+def _run_scan(
+    cell, params, xs_tm, carry, lengths, resets_tm=None, *, reverse, unroll, checkpoint_every, analytic, mesh=None
+):
     """The scan under ``jit`` with the cell static, so that eager calls hit the compilation cache (a bare
     ``lax.scan`` outside ``jit`` retraces and recompiles its body on every call). Inside an outer ``jit`` this
     inlines. With ``mesh`` (from :func:`batch_mesh`) it runs under ``shard_map`` over the batch."""
 
-    def scan(params, xs_tm, carry, lengths):
-        return _scan_whole(cell, params, xs_tm, carry, lengths, reverse, unroll, checkpoint_every, analytic)
+    def scan(params, xs_tm, carry, lengths, resets_tm):
+        return _scan_whole(cell, params, xs_tm, carry, lengths, resets_tm, reverse, unroll, checkpoint_every, analytic)
 
     if mesh is not None:
-        return _shard_over_batch(scan, mesh)(params, xs_tm, carry, lengths)
-    return scan(params, xs_tm, carry, lengths)
+        return _shard_over_batch(scan, mesh)(params, xs_tm, carry, lengths, resets_tm)
+    return scan(params, xs_tm, carry, lengths, resets_tm)
 
 
-def _scan_whole(cell, params, xs_tm, carry, lengths, reverse, unroll, checkpoint_every, analytic):
-    carry = match_varying(carry, params, xs_tm, carry, lengths)
+def _reset_inputs(cell, params, xs_tm, carry, lengths, resets_tm, reverse):
+    """``(marks, reset_carry)`` for :func:`scan_cell`, or ``(None, None)`` without resets."""
+    if resets_tm is None:
+        return None, None
+    reset_carry = cell.initial_state(params, tuple(xs_tm.shape[1:-1]))
+    reset_carry = jax.tree.map(lambda z, c: z.astype(c.dtype), reset_carry, carry)
+    return reset_marks(resets_tm, lengths, reverse=reverse), match_varying(reset_carry, carry)
+
+
+def _scan_whole(cell, params, xs_tm, carry, lengths, resets_tm, reverse, unroll, checkpoint_every, analytic):
+    carry = match_varying(carry, params, xs_tm, carry, lengths, resets_tm)
+    marks, reset_carry = _reset_inputs(cell, params, xs_tm, carry, lengths, resets_tm, reverse)
     if analytic:
         from jaxrnn.fastpath import analytic_scan
 
         return analytic_scan(cell, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll)
     if checkpoint_every is None:
-        return scan_cell(cell.step, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll)
+        return scan_cell(cell.step, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, marks=marks,
+                         reset_carry=reset_carry)  # fmt: skip
     return _chunked_scan(
         cell.step,
         params,
@@ -453,6 +517,8 @@ def _scan_whole(cell, params, xs_tm, carry, lengths, reverse, unroll, checkpoint
         reverse=reverse,
         unroll=unroll,
         remat=True,
+        marks=marks,
+        reset_carry=reset_carry,
     )
 
 
@@ -464,6 +530,7 @@ def truncated_rnn(
     *,
     chunk_size: int,
     lengths=None,
+    resets=None,
     time_major: bool = False,
     unroll: int | bool | None = None,
 ):
@@ -473,19 +540,25 @@ def truncated_rnn(
     ``chunk_size`` steps (the last one may be shorter); the carry passes from chunk to chunk, but its gradient is
     stopped at the start of every chunk (the first included), so gradients flow at most ``chunk_size`` steps back
     and nothing flows into ``carry``. Memory and the backward pass then scale with the chunk, not the sequence.
+    ``resets`` marks segment starts as in :func:`rnn`.
     """
     chunk_size = _check_chunk(chunk_size, "chunk_size")
     unroll = resolve_unroll(unroll)
     prep = prepare(cell, params, xs, carry, lengths=lengths, time_major=time_major)
+    resets_tm = None if resets is None else check_resets(resets, prep.batch_shape, prep.xs.shape[0], time_major)
+    carry = match_varying(prep.carry, params, prep.xs, prep.carry, prep.lengths, resets_tm)
+    marks, reset_carry = _reset_inputs(cell, params, prep.xs, carry, prep.lengths, resets_tm, False)
     final, ys = _chunked_scan(
         cell.step,
         params,
         prep.xs,
-        match_varying(prep.carry, params, prep.xs, prep.carry, prep.lengths),
+        carry,
         prep.lengths,
         prep.batch_shape,
         chunk_size=chunk_size,
         unroll=unroll,
         stop_gradient=True,
+        marks=marks,
+        reset_carry=reset_carry,
     )
     return final, _to_layout(ys, time_major)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import CELLS, assert_trees_close, loop_rnn, make, scan_unrolls
+from helpers import CELLS, assert_trees_close, loop_rnn, make, primitive_params, scan_unrolls
 
 import jaxrnn
 
@@ -325,3 +325,127 @@ def test_property_lengths_mask_matches_per_sequence_loop(lengths, reverse):
             carry, expected[t] = _PROP_CELL.step(_PROP_PARAMS, carry, _PROP_XS[i, t])
         np.testing.assert_allclose(ys[i], expected, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(final[i], carry, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------- resets (segments)
+def _segment_reference(cell, params, xs, carry0, resets, lengths, reverse):
+    """Each sequence cut at its segment starts and every segment stepped alone, in a plain loop (batch-major)."""
+    batch, num_steps = resets.shape
+    zeros = cell.initial_state(params, ())
+    hidden = jax.tree.leaves(zeros)[0].shape[-1]
+    finals, rows = [], []
+    for b in range(batch):
+        length = num_steps if lengths is None else int(np.asarray(lengths)[b])
+        starts = [0] + [t for t in range(1, length) if resets[b, t]]
+        bounds = list(zip(starts, starts[1:] + [length])) if length else []
+        ys_b = [jnp.zeros((hidden,), xs.dtype)] * num_steps
+        carry = jax.tree.map(lambda c: c[b], carry0)
+        for n, (lo, hi) in enumerate(reversed(bounds) if reverse else bounds):
+            if n > 0 or (not reverse and resets[b, 0]):
+                carry = zeros
+            for t in range(hi - 1, lo - 1, -1) if reverse else range(lo, hi):
+                carry, ys_b[t] = cell.step(params, carry, xs[b, t])
+        rows.append(jnp.stack(ys_b))
+        finals.append(carry)
+    return jax.tree.map(lambda *c: jnp.stack(c), *finals), jnp.stack(rows)
+
+
+RESETS = np.array(
+    [
+        [False, False, True, False, False, True, False],  # two boundaries
+        [True, False, False, False, True, False, True],  # a start at t = 0 drops the given carry
+        [False, True, True, False, False, False, False],  # a one-step segment
+        [False, False, False, False, False, False, True],  # a mark in the padding (length 4) is ignored
+    ]
+)
+
+
+@pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+def test_resets_equal_each_segment_run_alone(name, reverse, with_lengths):
+    cell, params = make(name)
+    xs = random_xs((4, 7, 3))
+    carry0 = jax.tree.map(lambda z: z + 0.3, cell.initial_state(params, (4,)))
+    lengths = jnp.array([7, 6, 5, 4]) if with_lengths else None
+    final, ys = jaxrnn.rnn(cell, params, xs, carry0, lengths=lengths, resets=RESETS, reverse=reverse)
+    ref = jax.jit(lambda p, x: _segment_reference(cell, p, x, carry0, RESETS, lengths, reverse))(params, xs)
+    assert_trees_close((final, ys), ref)
+    if name != "gru":
+        return
+
+    def time_major_run(p, x):
+        final, ys = jaxrnn.rnn(cell, p, jnp.swapaxes(x, 0, 1), carry0, lengths=lengths, resets=RESETS.T,
+                               reverse=reverse, time_major=True)  # fmt: skip
+        return final, jnp.swapaxes(ys, 0, 1)
+
+    assert_trees_close(jax.jit(time_major_run)(params, xs), ref)
+
+
+@pytest.mark.parametrize("name, reverse", [("lstm", False), ("gru", True)])
+def test_resets_gradients_equal_the_segment_reference(name, reverse):
+    cell, params = make(name)
+    xs = random_xs((4, 7, 3))
+    carry0 = jax.tree.map(lambda z: z + 0.3, cell.initial_state(params, (4,)))
+    lengths = jnp.array([7, 6, 5, 4])
+
+    def loss(run, p, x):
+        final, ys = run(p, x)
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(final))
+
+    def reference(p, x):
+        return _segment_reference(cell, p, x, carry0, RESETS, lengths, reverse)
+
+    def ours(p, x, **kw):
+        return jaxrnn.rnn(cell, p, x, carry0, lengths=lengths, resets=RESETS, reverse=reverse, **kw)
+
+    want = jax.jit(jax.grad(lambda p, x: loss(reference, p, x), argnums=(0, 1)))(params, xs)
+    assert_trees_close(jax.grad(lambda p, x: loss(ours, p, x), argnums=(0, 1))(params, xs), want, atol=1e-5)
+    remat = jax.grad(lambda p, x: loss(lambda p, x: ours(p, x, checkpoint_every=3), p, x), argnums=(0, 1))
+    assert_trees_close(remat(params, xs), want, atol=1e-5)
+
+
+def test_resets_all_false_change_nothing_and_take_the_autodiff_path():
+    cell, params = make("lstm")
+    xs = random_xs((4, 7, 3))
+    none = np.zeros((4, 7), bool)
+    assert_trees_close(jaxrnn.rnn(cell, params, xs, resets=none), jaxrnn.rnn(cell, params, xs))
+    jaxpr = jax.make_jaxpr(jax.grad(lambda p: jnp.sum(jaxrnn.rnn(cell, p, xs, resets=none)[1])))(params)
+    assert not primitive_params(jaxpr, "custom_vjp_call") and not primitive_params(jaxpr, "custom_vjp_call_jaxpr")
+    with pytest.raises(ValueError, match=r"grad='analytic' cannot be combined with resets"):
+        jaxrnn.rnn(cell, params, xs, resets=none, grad="analytic")
+
+
+def test_truncated_rnn_with_resets_forward_equals_rnn():
+    cell, params = make("gru")
+    xs = random_xs((4, 7, 3))
+    lengths = jnp.array([7, 6, 5, 4])
+    want = jaxrnn.rnn(cell, params, xs, lengths=lengths, resets=RESETS)
+    assert_trees_close(jaxrnn.truncated_rnn(cell, params, xs, chunk_size=3, lengths=lengths, resets=RESETS), want)
+
+
+def test_resets_under_vmap_and_with_several_batch_dims():
+    cell, params = make("elman")
+    xs = random_xs((2, 2, 7, 3))
+    resets = RESETS.reshape(2, 2, 7)
+    final, ys = jaxrnn.rnn(cell, params, xs, resets=resets)
+    flat = jaxrnn.rnn(cell, params, xs.reshape(4, 7, 3), resets=RESETS)
+    assert_trees_close((final.reshape(4, 5), ys.reshape(4, 7, 5)), flat)
+    vmapped = jax.vmap(lambda x, r: jaxrnn.rnn(cell, params, x, resets=r))(xs, jnp.asarray(resets))
+    assert_trees_close(vmapped, (final, ys))
+
+
+@pytest.mark.parametrize(
+    "resets, time_major, error, match",
+    [
+        (np.zeros((4, 7), np.int32), False, TypeError, r"resets must be a boolean array .* got dtype int32"),
+        (np.zeros((4, 6), bool), False, ValueError, r"resets must have shape \[\*batch, time\] = \[4, 7\] to match xs, got \[4, 6\]"),
+        (np.zeros((4, 7), bool), True, ValueError, r"resets must have shape \[time, \*batch\] = \[7, 4\] to match xs, got \[4, 7\]"),
+        (np.zeros((7,), bool), False, ValueError, r"got \[7\]"),
+    ],
+)  # fmt: skip
+def test_error_resets(resets, time_major, error, match):
+    cell, params = make("gru")
+    xs = random_xs((4, 7, 3))
+    with pytest.raises(error, match=match):
+        jaxrnn.rnn(cell, params, jnp.swapaxes(xs, 0, 1) if time_major else xs, resets=resets, time_major=time_major)

@@ -173,3 +173,20 @@ def test_time_major_equals_batch_major():
     assert ys_tm.shape == (6, 3, 10)
     assert_trees_close(jnp.swapaxes(ys_tm, 0, 1), ys)
     assert_trees_close(finals_tm, finals)
+
+
+def test_bidirectional_layers_keep_segments_apart():
+    """Two episodes concatenated in one row, marked with ``resets``, give what each episode gives alone, in both
+    directions and both layers."""
+    layer = jaxrnn.stack(jaxrnn.gru, 2, bidirectional=True)
+    params = layer.init(jax.random.key(0), 3, 4)
+    xs = jax.random.normal(jax.random.key(1), (2, 7, 3))
+    resets = np.zeros((2, 7), bool)
+    resets[:, 3] = True  # episodes [0, 3) and [3, 7) in each row
+    lengths = jnp.array([7, 6])
+    _, ys = layer.apply(params, xs, lengths=lengths, resets=resets)
+    _, first = layer.apply(params, xs[:, :3])
+    _, second = layer.apply(params, xs[:, 3:], lengths=lengths - 3)
+    assert_trees_close(ys, jnp.concatenate([first, second], axis=1))
+    _, unmarked = layer.apply(params, xs, lengths=lengths)
+    assert not np.allclose(np.asarray(ys[:, :3]), np.asarray(unmarked[:, :3]))  # the backward direction crossed
