@@ -18,8 +18,9 @@ analytic backward gathered activations across devices and a 2-device step ran sl
 scans made the medium LSTM step 1.3x and the GRU step 1.5x faster on 2 host devices (``benchmarks/``). Your own ``jax.jit`` gets the same
 with ``with jax.set_mesh(mesh):`` around the call, and ``jaxrnn.rnn`` also works inside your own ``jax.shard_map``.
 
-On CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (set before JAX starts) splits the host into ``N``
-devices; ``benchmarks/bench_parallel.py`` measures whether that pays on a given machine.
+On CPU, ``jax.config.update("jax_num_cpu_devices", N)`` (before JAX first touches a device) or
+``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (set before JAX starts) splits the host into ``N`` devices;
+``benchmarks/bench_parallel.py`` measures whether that pays on a given machine.
 """
 
 from __future__ import annotations
