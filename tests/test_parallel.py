@@ -70,6 +70,8 @@ SCRIPT = textwrap.dedent(
 SHARD_MAP_SCRIPT = textwrap.dedent(
     """
     import jax, jax.numpy as jnp, numpy as np
+    jax.config.update("jax_num_cpu_devices", 2)  # the in-Python way to split the host (README); XLA_FLAGS below
+    assert jax.device_count() == 2, jax.devices()
     from jax.sharding import PartitionSpec as P
     import jaxrnn
     from jaxrnn import feature_major, parallel
@@ -148,7 +150,8 @@ SHARD_MAP_SCRIPT = textwrap.dedent(
 
 
 def test_rnn_inside_shard_map_and_under_set_mesh():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
     result = subprocess.run(
         [sys.executable, "-c", SHARD_MAP_SCRIPT], env=env, capture_output=True, text=True, timeout=300
     )
