@@ -4,10 +4,14 @@
   vanishing (or exploding) gradient of seeds 002 and 004, as two curves over ``t``. Computed by autodiff or by the
   hand-derived BPTT of :mod:`jaxrnn.analytic`; the two agree to rounding.
 - :func:`gate_traces`: every gate's activation at every step (LSTM ``i, f, g, o, c``; GRU ``r, z, n``; Elman ``h``).
+- :func:`state_jacobians`: ``∂s_t/∂s_{t-1}`` at every step, the factors whose products BPTT multiplies.
+- :func:`lyapunov_spectrum`: the mean log growth rate per step of state perturbations, per direction: below zero
+  gradients vanish, above zero they explode.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -23,7 +27,16 @@ from jaxrnn.cells.gru import GRUGates
 from jaxrnn.cells.lstm import LSTMGates, LSTMState
 from jaxrnn.driver import prepare
 
-__all__ = ["ElmanTrace", "GradientFlow", "GRUGates", "LSTMGates", "gate_traces", "gradient_flow"]
+__all__ = [
+    "ElmanTrace",
+    "GradientFlow",
+    "GRUGates",
+    "LSTMGates",
+    "gate_traces",
+    "gradient_flow",
+    "lyapunov_spectrum",
+    "state_jacobians",
+]
 
 METHODS = ("autodiff", "analytic")
 
@@ -223,3 +236,126 @@ def gate_traces(cell, params, xs, carry=None, *, lengths=None, time_major: bool 
     if time_major:
         return traces
     return jax.tree.map(lambda a: jnp.moveaxis(a, 0, -2), traces)
+
+
+def _flat_state(carry, batch_ndim: int, cell_name: str):
+    """``(flatten, unflatten, size)`` for a carry whose leaves are each ``[*batch, n_i]``: the state as one vector
+    ``[*batch, S]``, ``S = Σ n_i``, in leaf order (LSTM: ``[h, c]``)."""
+    leaves, treedef = jax.tree.flatten(carry)
+    for leaf in leaves:
+        if leaf.ndim != batch_ndim + 1:
+            raise ValueError(
+                f"state Jacobians need a carry of vectors: every leaf of {cell_name!r}'s carry must be "
+                f"[*batch, n], got a leaf of shape {tuple(leaf.shape)} for batch rank {batch_ndim}"
+            )
+    sizes = [leaf.shape[-1] for leaf in leaves]
+    bounds = list(itertools.accumulate(sizes))[:-1]
+
+    def flatten(c):
+        return jnp.concatenate(jax.tree.leaves(c), axis=-1)
+
+    def unflatten(s):
+        return jax.tree.unflatten(treedef, jnp.split(s, bounds, axis=-1))
+
+    return flatten, unflatten, sum(sizes)
+
+
+def _per_sequence_setup(cell, params, xs, carry, time_major):
+    """Inputs flattened to one batch dim: ``(xs [T, N, D], s0 [N, S], step_flat, S, batch_shape)``."""
+    prep = prepare(cell, params, xs, carry, time_major=time_major)
+    batch_shape = prep.batch_shape
+    flatten, unflatten, size = _flat_state(prep.carry, len(batch_shape), cell.name)
+    n = 1
+    for d in batch_shape:
+        n *= d
+    xs_flat = prep.xs.reshape((prep.xs.shape[0], n, prep.xs.shape[-1]))
+    s0 = flatten(prep.carry).reshape((n, size))
+
+    def step_flat(s, x):  # one sequence: s [S], x [D] -> s' [S]
+        return flatten(cell.step(params, unflatten(s), x)[0])
+
+    return xs_flat, s0, step_flat, size, batch_shape
+
+
+def state_jacobians(cell, params, xs, carry=None, *, time_major: bool = False) -> jax.Array:
+    """The Jacobian of every step's state update, ``J_t = ∂s_t/∂s_{t-1}``, along the trajectory of ``xs``.
+
+    ``s_t`` is the whole carry after step ``t`` as one vector of ``S`` entries, its leaves concatenated in order:
+    ``h`` (``S = H``) for Elman and GRU, ``[h, c]`` (``S = 2H``) for the LSTM, the vector leaves of a user cell.
+    ``J_t`` is evaluated at ``(s_{t-1}, x_t)`` (``s_{-1}`` = ``carry``, zeros if None) by forward-mode autodiff.
+    Their products are the gradients that BPTT carries back (``∂s_T/∂s_t = J_T ⋯ J_{t+1}``), so their singular
+    values show directly whether a direction is contracted (vanishing) or stretched (exploding) at each step.
+
+    Args:
+      xs: ``[*batch, T, D]`` (``[T, *batch, D]`` with ``time_major``).
+
+    Returns:
+      ``[*batch, T, S, S]`` (``[T, *batch, S, S]`` with ``time_major``): ``J[..., t, i, j] = ∂s_t[i]/∂s_{t-1}[j]``.
+      Memory grows as ``T·S²`` per sequence; :func:`lyapunov_spectrum` summarises without keeping them.
+    """
+    xs_flat, s0, step_flat, size, batch_shape = _per_sequence_setup(cell, params, xs, carry, time_major)
+    jac = jax.vmap(jax.jacfwd(step_flat), in_axes=(0, 0))
+    advance = jax.vmap(step_flat, in_axes=(0, 0))
+
+    def body(s, x):
+        return advance(s, x), jac(s, x)
+
+    _, jacs = lax.scan(body, s0, xs_flat)  # [T, N, S, S]
+    jacs = jacs.reshape((xs_flat.shape[0], *batch_shape, size, size))
+    return jacs if time_major else jnp.moveaxis(jacs, 0, len(batch_shape))
+
+
+def lyapunov_spectrum(
+    cell, params, xs, carry=None, *, num_exponents: int | None = None, warmup: int = 0, time_major: bool = False
+) -> jax.Array:
+    """Lyapunov exponents of the recurrence driven by ``xs``: the mean log growth rate per step of perturbations of
+    the state, per direction, by the QR method (Benettin et al. 1980; for RNNs, Vogt et al. 2022).
+
+    With ``Q_{-1}`` the first ``k`` columns of the identity, every step takes ``J_t Q_{t-1} = Q_t R_t`` (QR) and
+
+        λ_i = (1 / (T − warmup)) Σ_{t ≥ warmup} log |R_t[i, i]|.
+
+    ``λ_1 < 0`` means every perturbation — and so every gradient carried back through time — shrinks
+    exponentially (``e^{λ_1 t}``); ``λ_1 > 0`` means some grow (chaos, exploding gradients); an exponent near 0 is a
+    direction that memory can live in (the LSTM's cell state, when its forget gate is near 1). Exactly,
+    ``T·Σ_i λ_i = Σ_t log |det J_t|`` for ``k = S`` and ``T·λ_1 = log ‖J_{T-1} ⋯ J_0 e_1‖`` (``warmup = 0``).
+
+    Args:
+      xs: ``[*batch, T, D]`` (``[T, *batch, D]`` with ``time_major``), the driving input.
+      num_exponents: ``k``, how many leading exponents (``1 ≤ k ≤ S``; default ``S``, the state size of
+        :func:`state_jacobians`).
+      warmup: initial steps whose growth is not counted (the transient from ``carry``); ``0 ≤ warmup < T``.
+
+    Returns:
+      ``[*batch, k]``, each row sorted in decreasing order, in nats per step (``-inf`` for a direction a step
+      annihilates, e.g. a dead ReLU unit).
+    """
+    xs_flat, s0, step_flat, size, batch_shape = _per_sequence_setup(cell, params, xs, carry, time_major)
+    num_steps = xs_flat.shape[0]
+    k = size if num_exponents is None else num_exponents
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= size:
+        raise ValueError(f"num_exponents must be an int in [1, {size}] (the state size), got {num_exponents!r}")
+    if num_steps == 0:
+        raise ValueError("lyapunov_spectrum needs at least one step: xs has T = 0")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < num_steps:
+        raise ValueError(f"warmup must be an int in [0, T) = [0, {num_steps}), got {warmup!r}")
+
+    def one_step(s, q, x):
+        j = jax.jacfwd(step_flat)(s, x)
+        q_new, r = jnp.linalg.qr(j @ q)
+        return step_flat(s, x), q_new, jnp.log(jnp.abs(jnp.diagonal(r)))
+
+    step_all = jax.vmap(one_step, in_axes=(0, 0, 0))
+
+    def body(state, inputs):
+        s, q, total = state
+        t, x = inputs
+        s, q, logs = step_all(s, q, x)
+        return (s, q, total + jnp.where(t >= warmup, logs, 0.0)), None
+
+    n = s0.shape[0]
+    q0 = jnp.broadcast_to(jnp.eye(size, k, dtype=s0.dtype), (n, size, k))
+    total0 = jnp.zeros((n, k), s0.dtype)
+    (_, _, total), _ = lax.scan(body, (s0, q0, total0), (jnp.arange(num_steps), xs_flat))
+    exponents = -jnp.sort(-total / (num_steps - warmup), axis=-1)
+    return exponents.reshape((*batch_shape, k))

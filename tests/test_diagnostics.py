@@ -149,3 +149,88 @@ def test_gate_traces_time_major_and_errors():
         diagnostics.gate_traces(mine, params, xs)
     with pytest.raises(ValueError, match="lengths"):
         diagnostics.gate_traces(cell, params, xs, lengths=jnp.array([1, 2]))
+
+
+# ------------------------------------------------------------------------------------- state Jacobians, Lyapunov
+def _flat(carry):
+    return jnp.concatenate(jax.tree.leaves(carry), axis=-1)
+
+
+@pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
+def test_state_jacobians_match_per_step_autodiff_and_finite_differences(name, x64):
+    cell = {"elman": jaxrnn.elman, "lstm": jaxrnn.lstm, "gru": jaxrnn.gru}[name]
+    params = cell.init(jax.random.key(0), 3, 4)
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 3))
+    carry0 = jax.tree.map(lambda z: z + 0.2, cell.initial_state(params, (2,)))
+    jacs = diagnostics.state_jacobians(cell, params, xs, carry0)
+    size = 8 if name == "lstm" else 4
+    assert jacs.shape == (2, 5, size, size)
+    tm = diagnostics.state_jacobians(cell, params, jnp.swapaxes(xs, 0, 1), carry0, time_major=True)
+    np.testing.assert_allclose(np.asarray(tm), np.asarray(jnp.swapaxes(jacs, 0, 1)), rtol=0, atol=0)
+    unflat = (lambda s: jaxrnn.LSTMState(h=s[:4], c=s[4:])) if name == "lstm" else (lambda s: s)
+    for b in range(2):
+        carry = jax.tree.map(lambda c: c[b], carry0)
+        for t in range(5):
+            step = lambda s, t=t: _flat(cell.step(params, unflat(s), xs[b, t])[0])  # noqa: E731
+            s = _flat(carry)
+            np.testing.assert_allclose(np.asarray(jacs[b, t]), np.asarray(jax.jacrev(step)(s)), rtol=1e-12,
+                                       atol=1e-13)  # fmt: skip
+            eps = 1e-6
+            fd = np.stack([(step(s + eps * e) - step(s - eps * e)) / (2 * eps) for e in np.eye(size)], axis=1)
+            np.testing.assert_allclose(np.asarray(jacs[b, t]), fd, atol=1e-8)
+            carry, _ = cell.step(params, carry, xs[b, t])
+
+
+@pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
+def test_lyapunov_spectrum_identities(name, x64):
+    """Σλ·T = Σ_t log|det J_t| (all exponents), and λ₁·T = log‖J_{T-1}⋯J_0 e₁‖ (the first QR column)."""
+    cell = {"elman": jaxrnn.elman, "lstm": jaxrnn.lstm, "gru": jaxrnn.gru}[name]
+    params = cell.init(jax.random.key(2), 3, 4)
+    xs = jax.random.normal(jax.random.key(3), (3, 12, 3))
+    jacs = diagnostics.state_jacobians(cell, params, xs)
+    lyap = diagnostics.lyapunov_spectrum(cell, params, xs)
+    size = jacs.shape[-1]
+    assert lyap.shape == (3, size)
+    assert np.all(np.diff(np.asarray(lyap), axis=-1) <= 0)  # sorted, decreasing
+    logdet = jnp.sum(jnp.linalg.slogdet(jacs)[1], axis=-1)
+    np.testing.assert_allclose(np.asarray(jnp.sum(lyap, axis=-1) * 12), np.asarray(logdet), rtol=1e-10)
+    first = diagnostics.lyapunov_spectrum(cell, params, xs, num_exponents=1)
+    for b in range(3):
+        v = jnp.eye(size)[:, 0]
+        for t in range(12):
+            v = jacs[b, t] @ v
+        np.testing.assert_allclose(float(first[b, 0]) * 12, float(jnp.log(jnp.linalg.norm(v))), rtol=1e-10)
+
+
+def test_lyapunov_spectrum_of_a_scaled_identity_recurrence():
+    """Elman with w_h = a·I, zero input weights and bias: h stays 0, J_t = a·I, every exponent is log a."""
+    for a in (0.5, 1.5):
+        params = jaxrnn.ElmanParams(w_x=jnp.zeros((2, 3)), w_h=a * jnp.eye(3), b=jnp.zeros(3))
+        xs = jax.random.normal(jax.random.key(0), (20, 2))
+        lyap = diagnostics.lyapunov_spectrum(jaxrnn.elman, params, xs, warmup=5)
+        np.testing.assert_allclose(np.asarray(lyap), np.log(a), rtol=1e-6)
+    lstm = jaxrnn.lstm.init(jax.random.key(0), 2, 3, forget_bias=20.0)
+    lstm = lstm._replace(w_x=jnp.zeros_like(lstm.w_x), w_h=jnp.zeros_like(lstm.w_h))
+    # forget gate σ(20) ≈ 1 and nothing else moves c: three exponents ≈ 0 (the memory), three at log 0 (h).
+    lyap = diagnostics.lyapunov_spectrum(jaxrnn.lstm, lstm, jnp.zeros((10, 2)))
+    np.testing.assert_allclose(np.asarray(lyap[:3]), 0.0, atol=1e-6)
+    assert np.all(np.asarray(lyap[3:]) < -5)
+
+
+def test_state_jacobian_and_lyapunov_errors():
+    params = jaxrnn.gru.init(jax.random.key(0), 3, 4)
+    xs = jnp.zeros((2, 6, 3))
+    with pytest.raises(ValueError, match=r"num_exponents must be an int in \[1, 4\] \(the state size\), got 5"):
+        diagnostics.lyapunov_spectrum(jaxrnn.gru, params, xs, num_exponents=5)
+    with pytest.raises(ValueError, match=r"warmup must be an int in \[0, T\) = \[0, 6\), got 6"):
+        diagnostics.lyapunov_spectrum(jaxrnn.gru, params, xs, warmup=6)
+    with pytest.raises(ValueError, match=r"needs at least one step: xs has T = 0"):
+        diagnostics.lyapunov_spectrum(jaxrnn.gru, params, jnp.zeros((2, 0, 3)))
+    matrix_cell = jaxrnn.Cell(
+        init=lambda key, d, h, dtype=None: jnp.zeros((d, h)),
+        initial_state=lambda p, batch_shape=(): jnp.zeros((*batch_shape, 2, p.shape[1])),
+        step=lambda p, c, x: (c + (x @ p)[..., None, :], (x @ p)),
+        name="matrix_state",
+    )
+    with pytest.raises(ValueError, match=r"every leaf of 'matrix_state''s carry must be \[\*batch, n\], got a leaf"):
+        diagnostics.state_jacobians(matrix_cell, jnp.zeros((3, 4)), xs)
