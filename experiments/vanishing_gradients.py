@@ -5,7 +5,10 @@ Elman (tanh) RNN, an LSTM with forget bias 0 and 1, and a GRU, at initialisation
 through the scan and by the hand-derived BPTT of :mod:`jaxrnn.analytic` (``method="analytic"``), in float64. The two
 curves coincide. All fall geometrically with distance; at initialisation, with zero biases, the LSTM's and GRU's gates
 sit near 0.5 and their curves fall *faster* than the Elman RNN's (whose recurrent matrix is orthogonal); a forget bias
-of 1 (f ≈ 0.73) is what makes the LSTM's fall slowest.
+of 1 (f ≈ 0.73) is what makes the LSTM's fall slowest. The rate of that fall is predicted by the forward dynamics
+alone: the top Lyapunov exponent λ₁ of the state recurrence (:func:`jaxrnn.diagnostics.lyapunov_spectrum`, the mean
+log growth per step of the most-stretched perturbation) equals the fitted slope of ``log ‖dL_T/dh_t‖`` against
+``t``, because BPTT multiplies the same Jacobians, transposed.
 
 Part 2: the adding problem (Hochreiter & Schmidhuber 1997). Each input step is ``(value, marker)``; values are
 uniform on [0, 1], exactly two markers are 1 (one in each half of the sequence), and the target is the sum of the
@@ -74,6 +77,7 @@ def gradient_flows(ctx: Context) -> dict:
     from jaxrnn import diagnostics
 
     T, H, D, B = ctx["flow_steps"], ctx["flow_hidden"], ctx["flow_input"], ctx["flow_batch"]
+    edge = max(T // 10, 1)  # steps of transient at either end: from the zero state, and next to the loss
     out = {}
     with jax.enable_x64(True):
         k_p = jax.random.key(ctx.seed)
@@ -86,21 +90,30 @@ def gradient_flows(ctx: Context) -> dict:
             def both(p, x, cell=cell):
                 auto = diagnostics.gradient_flow(cell, p, x, method="autodiff")
                 ana = diagnostics.gradient_flow(cell, p, x, method="analytic")
-                return auto, ana
+                lyap = diagnostics.lyapunov_spectrum(cell, p, x, warmup=edge)
+                return auto, ana, lyap
 
-            auto, ana = both(params, xs)
+            auto, ana, lyap = both(params, xs)
             a, b = np.asarray(auto.dloss_dh, np.float64), np.asarray(ana.dloss_dh, np.float64)
             rel = float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1e-300)))
+            # gradient decay per step: the slope of log‖dL/dh_t‖ away from the loss (the last `edge` steps are its
+            # transient), as a growth rate so that it compares with λ₁ directly
+            slope = float(np.polyfit(np.arange(T - edge), np.log(a[: T - edge]), 1)[0])
+            spectrum = np.asarray(lyap, np.float64).mean(axis=0)
             out[name] = {
                 "autodiff": a,
                 "analytic": b,
                 "dhT_dh_autodiff": np.asarray(auto.dhT_dh, np.float64),
                 "max_rel_diff": rel,
                 "ratio_first_last": float(a[0] / a[-1]),
+                "grad_log_slope": -slope,
+                "lyapunov_top": float(spectrum[0]),
+                "lyapunov_spectrum": spectrum,
             }
             ctx.log(
                 f"gradient flow {name:22s}: |dL/dh_0| / |dL/dh_T-1| = {a[0] / a[-1]:.3e}, analytic vs autodiff "
-                f"max relative difference {rel:.1e}"
+                f"max relative difference {rel:.1e}; gradient growth per step back {-slope:+.4f}, top Lyapunov "
+                f"exponent {spectrum[0]:+.4f}"
             )
     return out
 
@@ -217,6 +230,32 @@ def _figures(ctx: Context, flows: dict, adding: dict) -> None:
     ax.legend(ncol=2, fontsize=8)
     ctx.save(fig, "gradient_flow.png")
 
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
+    ax = axes[0]
+    for name, f in flows.items():
+        spectrum = f["lyapunov_spectrum"]
+        ax.plot(np.arange(1, len(spectrum) + 1), spectrum, "o-", ms=3, color=COLORS[name], label=name)
+    ax.axhline(0.0, color="gray", lw=0.8)
+    ax.set(
+        title="Lyapunov spectra at initialisation (state s = h, or [h, c] for the LSTM)",
+        xlabel="exponent index i",
+        ylabel="λ_i (log growth per step)",
+    )
+    ax.set_ylim(bottom=max(ax.get_ylim()[0], -6.0))
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    for name, f in flows.items():
+        ax.plot(f["lyapunov_top"], f["grad_log_slope"], "o", ms=9, color=COLORS[name], label=name)
+    lims = [min(min(f["lyapunov_top"], f["grad_log_slope"]) for f in flows.values()) - 0.05, 0.02]
+    ax.plot(lims, lims, color="gray", ls="--", lw=1, label="equal")
+    ax.set(
+        title="Forward dynamics predict the gradient's decay",
+        xlabel="top Lyapunov exponent λ₁ (forward pass only)",
+        ylabel="fitted slope of log‖∂L/∂h_t‖ per step back",
+    )
+    ax.legend(fontsize=8)
+    ctx.save(fig, "lyapunov.png")
+
     lengths = ctx["lengths"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
     ax = axes[0]
@@ -256,6 +295,9 @@ def run(config: dict | None = None) -> dict:
                 "max_rel_diff_analytic_vs_autodiff": f["max_rel_diff"],
                 "norm_first_over_last": f["ratio_first_last"],
                 "norm_autodiff": f["autodiff"],
+                "grad_log_slope": f["grad_log_slope"],
+                "lyapunov_top": f["lyapunov_top"],
+                "lyapunov_spectrum": f["lyapunov_spectrum"],
             }
             for name, f in flows.items()
         },
@@ -274,6 +316,17 @@ def run(config: dict | None = None) -> dict:
             "value": f["ratio_first_last"],
             "meaning": "‖dL/dh_0‖ / ‖dL/dh_T-1‖",
             "analytic vs autodiff": f"{f['max_rel_diff']:.1e}",
+        }
+        for name, f in flows.items()
+    ]
+    rows += [
+        {
+            "part": "Lyapunov",
+            "cell": name,
+            "T": ctx["flow_steps"],
+            "value": f["lyapunov_top"],
+            "meaning": f"top exponent λ₁; gradient slope {f['grad_log_slope']:+.3f}/step",
+            "analytic vs autodiff": "",
         }
         for name, f in flows.items()
     ]

@@ -84,6 +84,12 @@ def test_vanishing_gradients(tmp_path):
     # at initialisation the LSTM's gradient decays more slowly than the Elman RNN's (ratio |dL/dh_0| / |dL/dh_T-1|)
     assert flow["lstm (forget bias 1)"]["norm_first_over_last"] > flow["elman"]["norm_first_over_last"]
     assert flow["lstm (forget bias 1)"]["norm_first_over_last"] > flow["lstm (forget bias 0)"]["norm_first_over_last"]
+    # the forward dynamics' top Lyapunov exponent is the gradient's decay rate, and every cell's is below 0
+    for f in flow.values():
+        assert abs(f["grad_log_slope"] - f["lyapunov_top"]) < 0.03, f
+        assert f["lyapunov_top"] < 0
+    assert flow["lstm (forget bias 1)"]["lyapunov_top"] > flow["elman"]["lyapunov_top"]
+    assert (tmp_path / "vanishing_gradients" / "lyapunov.png").exists()
     # the adding problem ran for every cell and length of the quick run (LSTM and GRU at T = 10, 30), finite MSEs
     assert set(m["adding"]) == {"lstm@T=10", "gru@T=10", "lstm@T=30", "gru@T=30"}
     assert all(np.isfinite(v["mse"]) for v in m["adding"].values())
