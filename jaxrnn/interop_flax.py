@@ -51,7 +51,6 @@ _LINEN_BIASED = {"lstm": {"hi", "hf", "hg", "ho"}, "gru": {"ir", "iz", "in", "hn
 _LINEN_KEYS = {kind: frozenset(_LINEN_INPUT[kind] + _LINEN_HIDDEN[kind]) for kind in _LINEN_INPUT}
 _UNSUPPORTED = {
     frozenset({"if", "hf", "in", "hn"}): "MGUCell",
-    frozenset({"if", "hf", "in"}): "MGUCell",
     frozenset({"ih", "hh"}): "ConvLSTMCell",
 }
 _CELL_CLASSES = {"LSTMCell": "lstm", "OptimizedLSTMCell": "lstm", "GRUCell": "gru", "SimpleCell": "elman"}
