@@ -25,8 +25,8 @@ def test_activation_is_static_and_survives_grad_and_jit(activation):
     grads = jax.grad(lambda p: jnp.sum(jaxrnn.mlp.apply(p, jnp.ones((2, 3)))))(params)
     assert isinstance(grads, jaxrnn.mlp.MLPParams) and grads.activation == activation
     np.testing.assert_allclose(
-        jax.jit(jaxrnn.mlp.apply)(params, jnp.ones((2, 3))), jaxrnn.mlp.apply(params, jnp.ones((2, 3))), rtol=1e-6
-    )
+        jax.jit(jaxrnn.mlp.apply)(params, jnp.ones((2, 3))), jaxrnn.mlp.apply(params, jnp.ones((2, 3))), rtol=1e-5
+    )  # float32: a fused and an op-by-op tanh may differ in the last bits
 
 
 def test_mlp_errors():
