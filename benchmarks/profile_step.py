@@ -92,17 +92,19 @@ def profile(config: str, steps: int, grad: str | None, unroll: int | None, top: 
     ]
     inside_any = set()
     for name in sorted({e["name"] for e in loops}):
-        spans = [(e["ts"], e["ts"] + e["dur"], e["tid"]) for e in loops if e["name"] == name]
-        total = sum(end - start for start, end, _ in spans) / steps
+        spans = [(e["ts"], e["ts"] + e["dur"]) for e in loops if e["name"] == name]
+        total = sum(end - start for start, end in spans) / steps
         rows = collections.defaultdict(lambda: [0, 0.0])
         for i, e in enumerate(ops):
             if e["name"] == name:
                 continue
-            if any(start <= e["ts"] and e["ts"] + e["dur"] <= end for start, end, _ in spans):
+            if any(start <= e["ts"] and e["ts"] + e["dur"] <= end for start, end in spans):
                 rows[e["name"]][0] += 1
                 rows[e["name"]][1] += e["dur"]
                 inside_any.add(i)
-        lines.append(f"{name}: {total / 1e3:.2f} ms per step, {total / iterations:.1f} µs per iteration (of {iterations})")
+        lines.append(
+            f"{name}: {total / 1e3:.2f} ms per step, {total / iterations:.1f} µs per iteration (of {iterations})"
+        )
         lines += _table(rows, steps * iterations, "µs/iter", top)
     outside = collections.defaultdict(lambda: [0, 0.0])
     for i, e in enumerate(ops):

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -265,9 +266,7 @@ def _per_sequence_setup(cell, params, xs, carry, time_major):
     prep = prepare(cell, params, xs, carry, time_major=time_major)
     batch_shape = prep.batch_shape
     flatten, unflatten, size = _flat_state(prep.carry, len(batch_shape), cell.name)
-    n = 1
-    for d in batch_shape:
-        n *= d
+    n = math.prod(batch_shape)
     xs_flat = prep.xs.reshape((prep.xs.shape[0], n, prep.xs.shape[-1]))
     s0 = flatten(prep.carry).reshape((n, size))
 

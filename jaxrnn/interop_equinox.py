@@ -17,9 +17,18 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from jaxrnn.cells.gru import GRUParams
-from jaxrnn.cells.lstm import LSTMParams, LSTMState
-from jaxrnn.interop import _CELLS, _dtype_of, _flat_states, _jnp, _kind_of_layer, _layer_info, _shape, _to_numpy
+from jaxrnn.cells.lstm import LSTMState
+from jaxrnn.interop import (
+    _CELLS,
+    _dtype_of,
+    _flat_states,
+    _jnp,
+    _kind_of_layer,
+    _layer_info,
+    _params_from_torch,
+    _shape,
+    _to_numpy,
+)
 from jaxrnn.stack import Layer, stack
 
 __all__ = ["carry_from_equinox", "carry_to_equinox", "from_equinox", "to_equinox"]
@@ -57,18 +66,17 @@ def from_equinox(cell) -> tuple[Layer, tuple]:
     if bias.shape != (gates * hidden,):
         raise ValueError(f"cell.bias must have shape [{gates * hidden}], got {_shape(bias.shape)}")
     arrays = [w_ih, w_hh, bias]
+    b_hh = np.zeros_like(bias)  # Equinox's one bias is torch's bias_ih; the GRU's bias_n is torch's b_hn
     if kind == "gru":
         bias_n = np.zeros((hidden,), w_ih.dtype) if cell.bias_n is None else _to_numpy(cell.bias_n, "cell.bias_n")
         if bias_n.shape != (hidden,):
             raise ValueError(f"cell.bias_n must have shape [{hidden}], got {_shape(bias_n.shape)}")
         arrays.append(bias_n)
+        b_hh[2 * hidden :] = bias_n
     dtypes = sorted({str(a.dtype) for a in arrays})
     if len(dtypes) != 1:
         raise TypeError(f"cell's weights must share one dtype, got {dtypes}")
-    if kind == "gru":
-        params = GRUParams(w_x=_jnp(w_ih.T), w_h=_jnp(w_hh.T), b=_jnp(bias), b_hn=_jnp(arrays[3]))
-    else:
-        params = LSTMParams(w_x=_jnp(w_ih.T), w_h=_jnp(w_hh.T), b=_jnp(bias))
+    params = _params_from_torch(kind, "tanh", w_ih, w_hh, bias, b_hh)
     return stack(_CELLS[kind]), (params,)
 
 

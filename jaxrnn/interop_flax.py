@@ -76,8 +76,9 @@ def _dense(tree: Mapping, name: str, biased: bool, where: str) -> tuple[np.ndarr
     return kernel, bias
 
 
-def _cell_from_linen(tree: Mapping, where: str, activation: str):
-    """Cell params from one linen cell's params dict (``{'ii': {'kernel': ...}, ...}``)."""
+def _cell_from_linen(tree: Mapping, where: str):
+    """Cell params from one linen cell's params dict (``{'ii': {'kernel': ...}, ...}``); a SimpleCell's activation
+    is taken to be tanh (the weights cannot show it)."""
     keys, label = frozenset(str(k) for k in tree), where or "params"
     if keys in _UNSUPPORTED:
         raise ValueError(f"{label}: these are the params of a Flax {_UNSUPPORTED[keys]}, which jaxrnn has no cell "
@@ -96,16 +97,14 @@ def _cell_from_linen(tree: Mapping, where: str, activation: str):
             raise ValueError(f"{pre}{name}.kernel must be a matrix, got shape {_shape(kernel.shape)}")
     first_in, first_h = _LINEN_INPUT[kind][0], _LINEN_HIDDEN[kind][0]
     d_in, hidden = inputs[0][0].shape[0], hiddens[0][0].shape[1]
-    for name, (kernel, bias) in zip(_LINEN_INPUT[kind], inputs):
-        if kernel.shape != (d_in, hidden):
-            raise ValueError(f"{pre}{name}.kernel must have shape [D, H] = {_shape((d_in, hidden))} like "
-                             f"{first_in}.kernel and {first_h}.kernel, got {_shape(kernel.shape)}")  # fmt: skip
-        if bias is not None and bias.shape != (hidden,):
-            raise ValueError(f"{pre}{name}.bias must have shape [{hidden}], got {_shape(bias.shape)}")
-    for name, (kernel, bias) in zip(_LINEN_HIDDEN[kind], hiddens):
-        if kernel.shape != (hidden, hidden):
-            raise ValueError(f"{pre}{name}.kernel must have shape [H, H] = {_shape((hidden, hidden))}, got "
-                             f"{_shape(kernel.shape)}")  # fmt: skip
+    kernel_rules = {"input": ((d_in, hidden), f"[D, H] = {_shape((d_in, hidden))} like {first_in}.kernel and "
+                              f"{first_h}.kernel"), "hidden": ((hidden, hidden), f"[H, H] = {_shape((hidden, hidden))}")}  # fmt: skip
+    named = [(n, d, "input") for n, d in zip(_LINEN_INPUT[kind], inputs)]
+    named += [(n, d, "hidden") for n, d in zip(_LINEN_HIDDEN[kind], hiddens)]
+    for name, (kernel, bias), role in named:
+        shape, text = kernel_rules[role]
+        if kernel.shape != shape:
+            raise ValueError(f"{pre}{name}.kernel must have shape {text}, got {_shape(kernel.shape)}")
         if bias is not None and bias.shape != (hidden,):
             raise ValueError(f"{pre}{name}.bias must have shape [{hidden}], got {_shape(bias.shape)}")
     dtypes = {str(a.dtype) for dense in inputs + hiddens for a in dense if a is not None}
@@ -118,7 +117,7 @@ def _cell_from_linen(tree: Mapping, where: str, activation: str):
     if kind == "gru":
         b = np.concatenate([b for _, b in inputs])
         return GRUParams(w_x=_jnp(w_x), w_h=_jnp(w_h), b=_jnp(b), b_hn=_jnp(hiddens[2][1]))
-    return ElmanParams(w_x=_jnp(w_x), w_h=_jnp(w_h), b=_jnp(inputs[0][1]), activation=activation)
+    return ElmanParams(w_x=_jnp(w_x), w_h=_jnp(w_h), b=_jnp(inputs[0][1]))
 
 
 def _linen_structure(variables: Mapping) -> tuple[list[Mapping], list[str]]:
@@ -144,18 +143,13 @@ def _linen_structure(variables: Mapping) -> tuple[list[Mapping], list[str]]:
     return [tree], [""]
 
 
-def _check_linen_cell(cell, hidden: int, where: str) -> str:
-    """Check a linen cell's configuration; return its Elman activation."""
+def _cell_activation(cell, where: str, hidden: int | None = None) -> str:
+    """Check a Flax cell's configuration (and, given ``hidden``, its ``features``); return its Elman activation."""
     name = type(cell).__name__
     if name not in _CELL_CLASSES:
-        raise ValueError(f"module{where} must be a Flax LSTMCell, OptimizedLSTMCell, GRUCell or SimpleCell, got "
-                         f"{name}")  # fmt: skip
-    return _check_cell_config(cell, name, getattr(cell, "features", hidden), hidden, f"module{where}")
-
-
-def _check_cell_config(cell, name: str, features: int, hidden: int, where: str) -> str:
-    if features != hidden:
-        raise ValueError(f"{where} has {features} features but the params have hidden size {hidden}")
+        raise ValueError(f"{where} must be a Flax LSTMCell, OptimizedLSTMCell, GRUCell or SimpleCell, got {name}")
+    if hidden is not None and cell.features != hidden:
+        raise ValueError(f"{where} has {cell.features} features but the params have hidden size {hidden}")
     if name != "SimpleCell" and cell.gate_fn is not jax.nn.sigmoid:
         raise ValueError(f"{where}.gate_fn must be sigmoid (what jaxrnn's {name} counterpart computes), got "
                          f"{cell.gate_fn!r}")  # fmt: skip
@@ -183,23 +177,19 @@ def _check_rnn(rnn, where: str):
     return rnn.cell
 
 
-def _module_cells(module, n_cells: int) -> list:
-    """The cells of a linen/NNX module shaped like the params: a cell, an ``RNN`` or a ``Bidirectional``."""
+def _rnn_cells(module, where: str) -> tuple[list, list[str]]:
+    """``(cells, paths)`` of a linen or NNX module: a ``Bidirectional`` of two forward ``RNN`` (default merge), an
+    ``RNN``, or a bare cell."""
     name = type(module).__name__
     if name == "Bidirectional":
         if not _is_default_merge(module.merge_fn):
-            raise ValueError(f"module.merge_fn must be Flax's default (concatenation), got {module.merge_fn!r}")
-        cells = [
-            _check_rnn(module.forward_rnn, "module.forward_rnn"),
-            _check_rnn(module.backward_rnn, "module.backward_rnn"),
-        ]
-    elif name == "RNN":
-        cells = [_check_rnn(module, "module")]
-    else:
-        cells = [module]
-    if len(cells) != n_cells:
-        raise ValueError(f"module is a {name} ({len(cells)} cell(s)) but the variables hold {n_cells} cell(s)")
-    return cells
+            raise ValueError(f"{where}.merge_fn must be Flax's default (concatenation), got {module.merge_fn!r}")
+        sides = ("forward_rnn", "backward_rnn")
+        cells = [_check_rnn(getattr(module, side), f"{where}.{side}") for side in sides]
+        return cells, [f"{where}.{side}.cell" for side in sides]
+    if name == "RNN":
+        return [_check_rnn(module, where)], [f"{where}.cell"]
+    return [module], [where]
 
 
 def _layer_for(params: list) -> tuple[Layer, tuple]:
@@ -226,7 +216,7 @@ def _cell_from_nnx(cell, where: str):
         raise ValueError(f"{where} must be a Flax NNX LSTMCell, OptimizedLSTMCell, GRUCell or SimpleCell, got "
                          f"{type(cell).__module__}.{name}")  # fmt: skip
     hidden = int(cell.hidden_features)
-    activation = _check_cell_config(cell, name, hidden, hidden, where)
+    activation = _cell_activation(cell, where)
     if name == "LSTMCell":
         w_x = np.concatenate([_nnx_value(getattr(cell, n).kernel) for n in ("ii", "if_", "ig", "io")], axis=-1)
         w_h = np.concatenate([_nnx_value(getattr(cell, n).kernel) for n in ("hi", "hf", "hg", "ho")], axis=-1)
@@ -270,17 +260,22 @@ def from_flax(source, *, module=None) -> tuple[Layer, tuple]:
     """
     if isinstance(source, Mapping):
         trees, wheres = _linen_structure(source)
-        cells = _module_cells(module, len(trees)) if module is not None else [None] * len(trees)
+        cells = [None] * len(trees)
+        if module is not None:
+            cells, _ = _rnn_cells(module, "module")
+            if len(cells) != len(trees):
+                raise ValueError(f"module is a {type(module).__name__} ({len(cells)} cell(s)) but the variables hold "
+                                 f"{len(trees)} cell(s)")  # fmt: skip
         params = []
         for tree, where, cell in zip(trees, wheres, cells):
             if not isinstance(tree, Mapping):
                 raise TypeError(
                     f"{where or 'params'} must be a dict of a Flax cell's params, got {type(tree).__name__}"
                 )
-            p = _cell_from_linen(tree, where, "tanh")
+            p = _cell_from_linen(tree, where)
             if cell is not None:
                 path = "module" + (f".{where}" if where else "")
-                activation = _check_linen_cell(cell, p.w_h.shape[0], path)
+                activation = _cell_activation(cell, path, p.w_h.shape[0])
                 if not isinstance(p, _KIND_PARAMS[_CELL_CLASSES[type(cell).__name__]]):
                     raise ValueError(f"{path} is a {type(cell).__name__} but the variables hold the params of a "
                                      f"{_KIND_NAMES[type(p)]}")  # fmt: skip
@@ -292,17 +287,7 @@ def from_flax(source, *, module=None) -> tuple[Layer, tuple]:
         raise TypeError("module= is for a linen variables dict; an NNX source is checked itself")
     if not type(source).__module__.startswith("flax.nnx"):
         raise TypeError(f"source must be a linen variables dict or a Flax NNX module, got {type(source).__name__}")
-    name = type(source).__name__
-    if name == "Bidirectional":
-        if not _is_default_merge(source.merge_fn):
-            raise ValueError(f"source.merge_fn must be Flax's default (concatenation), got {source.merge_fn!r}")
-        cells = [_check_rnn(source.forward_rnn, "source.forward_rnn"),
-                 _check_rnn(source.backward_rnn, "source.backward_rnn")]  # fmt: skip
-        wheres = ["source.forward_rnn.cell", "source.backward_rnn.cell"]
-    elif name == "RNN":
-        cells, wheres = [_check_rnn(source, "source")], ["source.cell"]
-    else:
-        cells, wheres = [source], ["source"]
+    cells, wheres = _rnn_cells(source, "source")
     return _layer_for([_cell_from_nnx(cell, where) for cell, where in zip(cells, wheres)])
 
 

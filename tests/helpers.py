@@ -39,10 +39,12 @@ def loop_rnn(cell, params, xs_tm, carry):
     return carry, jnp.stack(ys)
 
 
-def assert_trees_close(a, b, rtol=1e-6, atol=1e-6):
-    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+def assert_trees_close(a, b, rtol=1e-6, atol=1e-6, err_msg=""):
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b), err_msg
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=rtol, atol=atol)
+        np.testing.assert_allclose(
+            np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=rtol, atol=atol, err_msg=err_msg
+        )
 
 
 def primitive_params(jaxpr, name) -> list:

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_trees_close
 
 import jaxrnn
 from jaxrnn import interop
@@ -44,11 +45,7 @@ def _zeros_state(name):
 
 
 def _close(ours, theirs, what, tol=TOL):
-    ours_leaves, ours_def = jax.tree.flatten(ours)
-    theirs_leaves, theirs_def = jax.tree.flatten(theirs)
-    assert ours_def == theirs_def, what
-    for a, b in zip(ours_leaves, theirs_leaves):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=tol, rtol=0, err_msg=what)
+    assert_trees_close(ours, theirs, rtol=0, atol=tol, err_msg=what)
 
 
 @pytest.mark.parametrize("name", ["LSTMCell", "GRUCell"])
