@@ -15,6 +15,9 @@ __all__ = [
     "as_float_array",
     "concrete_range",
     "check_lengths",
+    "check_mask",
+    "check_resets",
+    "check_step_flags",
     "check_tree_matches",
     "is_concrete",
     "shape_str",
@@ -83,21 +86,37 @@ def check_lengths(lengths, batch_shape: tuple[int, ...], num_steps: int, name: s
     return jnp.asarray(lengths)
 
 
-def check_resets(resets, batch_shape: tuple[int, ...], num_steps: int, time_major: bool) -> jax.Array:
-    """Validate segment-start marks: boolean, shape ``[*batch, T]`` (``[T, *batch]`` when ``time_major``).
-    Returns them time-major."""
-    if not hasattr(resets, "shape"):
-        resets = np.asarray(resets)
-    if resets.dtype != np.bool_:
-        raise TypeError(f"resets must be a boolean array (True where a new segment starts), got dtype {resets.dtype}")
+def check_step_flags(
+    flags, name: str, meaning: str, batch_shape: tuple[int, ...], num_steps: int, time_major: bool
+) -> jax.Array:
+    """Validate per-step booleans (``resets``, ``mask``): boolean, shape ``[*batch, T]`` (``[T, *batch]`` when
+    ``time_major``). ``meaning`` says what True stands for, for the dtype error. Returns them time-major."""
+    if not hasattr(flags, "shape"):
+        flags = np.asarray(flags)
+    if flags.dtype != np.bool_:
+        raise TypeError(
+            f"{name} must be a boolean array (True {meaning}), got dtype {flags.dtype}; from numbers, pass e.g. "
+            f"{name} != 0"
+        )
     expected = (num_steps, *batch_shape) if time_major else (*batch_shape, num_steps)
-    if tuple(resets.shape) != expected:
+    if tuple(flags.shape) != expected:
         layout = "[time, *batch]" if time_major else "[*batch, time]"
         raise ValueError(
-            f"resets must have shape {layout} = {shape_str(expected)} to match xs, got {shape_str(resets.shape)}"
+            f"{name} must have shape {layout} = {shape_str(expected)} to match xs, got {shape_str(flags.shape)}"
         )
-    resets = jnp.asarray(resets)
-    return resets if time_major else jnp.moveaxis(resets, -1, 0)
+    flags = jnp.asarray(flags)
+    return flags if time_major else jnp.moveaxis(flags, -1, 0)
+
+
+def check_resets(resets, batch_shape: tuple[int, ...], num_steps: int, time_major: bool) -> jax.Array:
+    """Validate segment-start marks ``[*batch, T]`` (``[T, *batch]`` when ``time_major``); returns them
+    time-major."""
+    return check_step_flags(resets, "resets", "where a new segment starts", batch_shape, num_steps, time_major)
+
+
+def check_mask(mask, batch_shape: tuple[int, ...], num_steps: int, time_major: bool) -> jax.Array:
+    """Validate a step mask ``[*batch, T]`` (``[T, *batch]`` when ``time_major``); returns it time-major."""
+    return check_step_flags(mask, "mask", "at the steps to run, False at padding", batch_shape, num_steps, time_major)
 
 
 def check_tree_matches(got: Any, expected: Any, name: str, hint: str = "") -> None:

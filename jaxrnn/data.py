@@ -341,18 +341,34 @@ class Vocabulary:
 # ------------------------------------------------------------------------------------------------ batches, splits
 
 
-def pad_sequences(seqs: Sequence, *, max_length: int | None = None, pad_value=0, dtype=None):
-    """Right-pad a list of sequences ``[T_i, *feat]`` into one array, as the drivers' ``lengths`` expect.
+def pad_sequences(
+    seqs: Sequence,
+    *,
+    max_length: int | None = None,
+    pad_value=0,
+    dtype=None,
+    padding: str = "post",
+    truncating: str = "post",
+):
+    """Pad a list of sequences ``[T_i, *feat]`` into one array.
 
     Args:
       seqs: sequences (lists or arrays) with the same trailing shape ``feat``.
-      max_length: pad (and truncate, keeping the first steps) to this length; default the longest sequence.
+      max_length: pad (and truncate) to this length; default the longest sequence.
       pad_value: the fill value.
       dtype: of the result; default numpy's common type of the sequences.
+      padding: ``"post"`` (the default) pads after each sequence (right padding, what the drivers' ``lengths``
+        describe); ``"pre"`` pads before it (left padding, Keras' default), for ``mask=sequence_mask(lengths, T,
+        padding="pre")``.
+      truncating: which steps a sequence longer than ``max_length`` loses: ``"post"`` (the default) the last ones,
+        ``"pre"`` the first ones (Keras' default).
 
     Returns:
       ``(padded [N, T, *feat], lengths int32 [N])`` with ``lengths[i] = min(T_i, T)``.
     """
+    for name, value in (("padding", padding), ("truncating", truncating)):
+        if value not in ("post", "pre"):
+            raise ValueError(f"{name} must be 'post' or 'pre', got {value!r}")
     if isinstance(seqs, (str, bytes)) or not isinstance(seqs, Sequence) and not isinstance(seqs, np.ndarray):
         raise TypeError(f"seqs must be a list of sequences, got {type(seqs).__name__}")
     if len(seqs) == 0:
@@ -375,7 +391,11 @@ def pad_sequences(seqs: Sequence, *, max_length: int | None = None, pad_value=0,
     lengths = np.zeros(len(arrays), np.int32)
     for i, a in enumerate(arrays):
         n = min(a.shape[0], length)
-        out[i, :n] = a[:n]
+        kept = a[:n] if truncating == "post" else a[a.shape[0] - n :]
+        if padding == "post":
+            out[i, :n] = kept
+        else:
+            out[i, length - n :] = kept
         lengths[i] = n
     return out, lengths
 

@@ -20,13 +20,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxrnn.analytic import _bptt_scan, _mask_tree, step_rule
+from jaxrnn._checks import check_resets
+from jaxrnn.analytic import _bptt_scan, step_rule
 from jaxrnn.cells import elman as _elman
 from jaxrnn.cells import gru as _gru
 from jaxrnn.cells import lstm as _lstm
 from jaxrnn.cells.gru import GRUGates
 from jaxrnn.cells.lstm import LSTMGates, LSTMState
-from jaxrnn.driver import prepare
+from jaxrnn.driver import _reset_inputs, _step_validity, prepare, scan_cell
 
 __all__ = [
     "ElmanTrace",
@@ -183,7 +184,7 @@ def _analytic_backward(rule, params, prep):
     return backward
 
 
-def gate_traces(cell, params, xs, carry=None, *, lengths=None, time_major: bool = False):
+def gate_traces(cell, params, xs, carry=None, *, lengths=None, mask=None, resets=None, time_major: bool = False):
     """Every gate's activation at every step, for the built-in cells.
 
     Runs ``cell`` over ``xs [*batch, T, D]`` (or ``[T, *batch, D]`` with ``time_major``) exactly as
@@ -194,8 +195,9 @@ def gate_traces(cell, params, xs, carry=None, *, lengths=None, time_major: bool 
     - GRU: ``GRUGates(r, z, n)`` — ``r = σ(..)``, ``z = σ(..)``, ``n = tanh(a_n + r·(h W_hn + b_hn))``;
     - Elman: ``ElmanTrace(h)``, the hidden state (no gates).
 
-    Each field is ``[*batch, T, H]`` (``[T, *batch, H]`` with ``time_major``). With ``lengths``, steps past a
-    sequence's length are zero in every field (the carry is held, as in :func:`jaxrnn.rnn`).
+    Each field is ``[*batch, T, H]`` (``[T, *batch, H]`` with ``time_major``). ``lengths``, ``mask`` and
+    ``resets`` act as in :func:`jaxrnn.rnn`: steps past a sequence's length, and masked steps, are zero in every
+    field (the carry is held), and the carry starts afresh at each segment start.
     """
     prep = prepare(cell, params, xs, carry, lengths=lengths, time_major=time_major)
     rule = step_rule(cell)
@@ -222,18 +224,12 @@ def gate_traces(cell, params, xs, carry=None, *, lengths=None, time_major: bool 
             h, _ = _elman.step(params, c, x)
             return h, ElmanTrace(h=h)
 
-    lengths_ = prep.lengths
-
-    def body(c, inputs):
-        t, x = inputs
-        new_c, trace = record(c, x)
-        if lengths_ is None:
-            return new_c, trace
-        valid = t < lengths_
-        zeros = jax.tree.map(jnp.zeros_like, trace)
-        return _mask_tree(valid, new_c, c), _mask_tree(valid, trace, zeros)
-
-    _, traces = lax.scan(body, prep.carry, (jnp.arange(prep.xs.shape[0]), prep.xs))
+    num_steps = prep.xs.shape[0]
+    resets_tm = None if resets is None else check_resets(resets, prep.batch_shape, num_steps, time_major)
+    lengths_, mask_tm = _step_validity(prep, mask, time_major)
+    marks, reset_carry = _reset_inputs(cell, params, prep.xs, prep.carry, lengths_, resets_tm, mask_tm, False)
+    _, traces = scan_cell(lambda _, c, x: record(c, x), params, prep.xs, prep.carry, lengths_, marks=marks,
+                          reset_carry=reset_carry, mask=mask_tm)  # fmt: skip
     if time_major:
         return traces
     return jax.tree.map(lambda a: jnp.moveaxis(a, 0, -2), traces)

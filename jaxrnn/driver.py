@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxrnn._checks import as_float_array, check_lengths, check_resets, check_tree_matches, shape_str
+from jaxrnn._checks import as_float_array, check_lengths, check_mask, check_resets, check_tree_matches, shape_str
 from jaxrnn.cells.base import Cell
 
 __all__ = [
@@ -193,37 +193,55 @@ def sum_to_varying(cotangent, primal):
 
 
 def scan_cell(
-    step, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1, t_offset=0, marks=None, reset_carry=None
+    step,
+    params,
+    xs_tm,
+    carry,
+    lengths=None,
+    *,
+    reverse=False,
+    unroll=1,
+    t_offset=0,
+    marks=None,
+    reset_carry=None,
+    mask=None,
 ):
     """The scan itself, on validated time-major inputs: ``step(params, carry, x)`` over ``xs_tm [T, *batch, D]``.
 
-    ``t_offset`` is the absolute time of ``xs_tm[0]`` (for chunked runs), used only with ``lengths``. ``marks
-    [T, *batch]`` (from :func:`reset_marks`, in the scan's own direction) replace the carry by ``reset_carry``
-    before each marked step. Returns ``(final_carry, ys [T, *batch, H])``.
+    A step is valid when ``t < lengths`` (``lengths [*batch]``) or where ``mask [T, *batch]`` is True (one or the
+    other, not both); an invalid step keeps the carry and emits zeros (``ys`` may be any pytree). ``t_offset`` is the absolute time of
+    ``xs_tm[0]`` (for chunked runs), used only with ``lengths``. ``marks [T, *batch]`` (from :func:`reset_marks`,
+    in the scan's own direction) replace the carry by ``reset_carry`` before each marked step. Returns
+    ``(final_carry, ys [T, *batch, H])``.
     """
-    if lengths is None and marks is None:
+    if lengths is None and marks is None and mask is None:
         return lax.scan(lambda c, x: step(params, c, x), carry, xs_tm, reverse=reverse, unroll=unroll)
 
     def body(c, inputs):
-        t, x, mark = inputs
+        t, x, mark, valid = inputs
         c_in = c if mark is None else _where_valid(mark, reset_carry, c)
         new_c, y = step(params, c_in, x)
-        if lengths is None:
-            return new_c, y
-        valid = t < lengths
-        return _where_valid(valid, new_c, c), _where_valid(valid, y, jnp.zeros_like(y))
+        if valid is None:
+            if lengths is None:
+                return new_c, y
+            valid = t < lengths
+        return _where_valid(valid, new_c, c), _where_valid(valid, y, jax.tree.map(jnp.zeros_like, y))
 
     times = t_offset + jnp.arange(xs_tm.shape[0])
-    return lax.scan(body, carry, (times, xs_tm, marks), reverse=reverse, unroll=unroll)
+    return lax.scan(body, carry, (times, xs_tm, marks, mask), reverse=reverse, unroll=unroll)
 
 
-def reset_marks(resets_tm, lengths=None, *, reverse=False):
+def reset_marks(resets_tm, lengths=None, *, reverse=False, mask=None):
     """Where a scan resets its carry, from segment starts ``resets_tm [T, *batch]`` (time-major booleans).
 
     Forward, step ``t`` starts afresh when ``resets_tm[t]``. In reverse the boundary before ``t+1`` is met just
     before step ``t``: ``marks[t] = resets_tm[t+1]`` (False at ``T-1``), and, with ``lengths``, only where ``t+1``
-    is a valid step, so a mark in the padding cannot reset the carry a sequence starts from.
+    is a valid step, so a mark in the padding cannot reset the carry a sequence starts from. With a step ``mask
+    [T, *batch]`` the carry skips the masked steps, so a boundary is met at the next valid step in the scan's
+    direction: see :func:`_masked_marks`.
     """
+    if mask is not None:
+        return _masked_marks(resets_tm, mask, reverse=reverse)
     if not reverse:
         return resets_tm
     marks = jnp.concatenate([resets_tm[1:], jnp.zeros_like(resets_tm[:1])], axis=0)
@@ -231,6 +249,29 @@ def reset_marks(resets_tm, lengths=None, *, reverse=False):
         next_step = jnp.arange(1, resets_tm.shape[0] + 1).reshape((-1,) + (1,) * lengths.ndim)
         marks = marks & (next_step < lengths[None])
     return marks
+
+
+def _masked_marks(resets_tm, valid_tm, *, reverse):
+    """:func:`reset_marks` under a step mask ``valid_tm [T, *batch]``: a valid step ``t`` is marked when a segment
+    boundary lies between it and the valid step the carry last came from. Forward, that is a reset in ``(u, t]``,
+    ``u`` the last valid step before ``t`` (any reset in ``[0, t]`` when there is none: the first valid step
+    replaces ``carry``). In reverse, a reset in ``(t, v]``, ``v`` the first valid step after ``t`` (none when there
+    is no such ``v``: the carry a sequence starts from is kept)."""
+    num_steps = resets_tm.shape[0]
+    steps = jnp.arange(num_steps, dtype=jnp.int32).reshape((-1,) + (1,) * (resets_tm.ndim - 1))
+    seen = jnp.cumsum(resets_tm, axis=0, dtype=jnp.int32)  # resets in [0, t]
+
+    def seen_through(index):  # resets in [0, index]; 0 for index < 0 (and for index >= T, never read)
+        picked = jnp.take_along_axis(seen, jnp.clip(index, 0, max(num_steps - 1, 0)), axis=0)
+        return jnp.where(index >= 0, picked, 0)
+
+    if not reverse:
+        last = lax.cummax(jnp.where(valid_tm, steps, -1), axis=0)  # last valid step <= t
+        before = jnp.concatenate([jnp.full_like(last[:1], -1), last[:-1]], axis=0)
+        return valid_tm & (seen - seen_through(before) > 0)
+    first = lax.cummin(jnp.where(valid_tm, steps, num_steps), axis=0, reverse=True)  # first valid step >= t
+    after = jnp.concatenate([first[1:], jnp.full_like(first[:1], num_steps)], axis=0)
+    return valid_tm & (after < num_steps) & (seen_through(after) - seen > 0)
 
 
 def _to_layout(ys_tm: jax.Array, time_major: bool) -> jax.Array:
@@ -287,37 +328,40 @@ def _chunked_scan(
     remat=False,
     marks=None,
     reset_carry=None,
+    mask=None,
 ):
     """``scan_cell`` over chunks of ``chunk_size`` steps: an outer scan over chunks, an inner one within each.
 
     ``stop_gradient`` cuts the carry's gradient at every chunk start (truncated BPTT); ``remat`` wraps each chunk
     in ``jax.checkpoint``, so the backward pass stores one carry per chunk and recomputes the chunk's activations
     (memory ~ T/K carries + K steps of activations instead of T steps). A ragged last chunk is padded with masked
-    steps, so any T works. ``marks``/``reset_carry``: as in :func:`scan_cell`, for the whole sequence.
+    steps, so any T works. ``marks``/``reset_carry``/``mask``: as in :func:`scan_cell`, for the whole sequence.
     """
     num_steps = xs_tm.shape[0]
     num_chunks = -(-num_steps // chunk_size)
     pad = num_chunks * chunk_size - num_steps
     if pad:
         xs_tm = jnp.concatenate([xs_tm, jnp.zeros((pad,) + xs_tm.shape[1:], xs_tm.dtype)], axis=0)
-        if marks is not None:
-            marks = jnp.concatenate([marks, jnp.zeros((pad,) + marks.shape[1:], marks.dtype)], axis=0)
-        if lengths is None:
+        marks, mask = (None if m is None else jnp.concatenate([m, jnp.zeros((pad,) + m.shape[1:], m.dtype)], axis=0)
+                       for m in (marks, mask))  # fmt: skip
+        if lengths is None and mask is None:
             lengths = jnp.full(batch_shape, num_steps, jnp.int32)
-    chunks = xs_tm.reshape((num_chunks, chunk_size) + xs_tm.shape[1:])
-    mark_chunks = None if marks is None else marks.reshape((num_chunks, chunk_size) + marks.shape[1:])
+
+    def in_chunks(x):
+        return None if x is None else x.reshape((num_chunks, chunk_size) + x.shape[1:])
 
     def run_chunk(c, inputs):
-        chunk_xs, t_offset, chunk_marks = inputs
+        chunk_xs, t_offset, chunk_marks, chunk_mask = inputs
         if stop_gradient:
             c = jax.lax.stop_gradient(c)
         return scan_cell(step, params, chunk_xs, c, lengths, reverse=reverse, unroll=unroll, t_offset=t_offset,
-                         marks=chunk_marks, reset_carry=reset_carry)  # fmt: skip
+                         marks=chunk_marks, reset_carry=reset_carry, mask=chunk_mask)  # fmt: skip
 
     if remat:
         run_chunk = jax.checkpoint(run_chunk)
     offsets = jnp.arange(num_chunks) * chunk_size
-    final, ys = lax.scan(run_chunk, carry, (chunks, offsets, mark_chunks), reverse=reverse)
+    inputs = (in_chunks(xs_tm), offsets, in_chunks(marks), in_chunks(mask))
+    final, ys = lax.scan(run_chunk, carry, inputs, reverse=reverse)
     return final, ys.reshape((num_chunks * chunk_size,) + ys.shape[2:])[:num_steps]
 
 
@@ -356,6 +400,7 @@ def rnn(
     carry=None,
     *,
     lengths=None,
+    mask=None,
     resets=None,
     reverse: bool = False,
     time_major: bool = False,
@@ -372,12 +417,18 @@ def rnn(
           is then empty and the final carry is the initial one.
       carry: initial state, ``cell.initial_state(params, batch_shape)`` (zeros) when None.
       lengths: optional ``[*batch]`` integers in ``[0, T]``: valid steps per sequence (right padding).
+      mask: optional ``[*batch, T]`` booleans (``[T, *batch]`` with ``time_major=True``), True at the steps to run:
+        padding anywhere (left padding, as Keras' ``pad_sequences`` makes by default, or gaps). A masked step keeps
+        the carry and emits zeros, in either direction, as Keras' ``mask=`` (with ``zero_output_for_mask=True``;
+        Keras' default repeats the previous output instead). With ``lengths`` too, a step runs when both allow it.
+        Differentiated by autodiff (``grad="analytic"`` is refused).
       resets: optional ``[*batch, T]`` booleans (``[T, *batch]`` with ``time_major=True``), True at the first step
         of each new segment (e.g. an episode start): the recurrence does not cross into a marked step. Running
         forward the carry is reset to ``cell.initial_state`` (zeros) before a marked step (at ``t = 0`` this
         replaces ``carry``); with ``reverse=True``, before the step that precedes it. Every segment then gives
         exactly what it gives run alone. Differentiated by autodiff (``grad="analytic"`` is refused).
-      reverse: run from the last step to the first (within each sequence's length, with ``lengths``).
+      reverse: run from the last step to the first (from each sequence's last valid step, with ``lengths`` or
+        ``mask``).
       time_major: the layout of ``xs`` and of the returned ``ys``.
       unroll: steps per loop trip, passed to ``lax.scan`` (``True``: the whole sequence). ``None`` (the default):
         8 on a GPU, 1 elsewhere (:func:`default_unroll`). The same values either way; on a GPU fewer loop trips
@@ -391,12 +442,13 @@ def rnn(
         means ``"analytic"`` for ``jaxrnn.lstm`` and ``jaxrnn.gru``, where it trains 1.1–1.4x faster on CPU
         (``benchmarks/``), and ``"autodiff"`` for every other cell. Same values either way; the analytic path does
         not support forward mode (``jax.jvp``, ``jacfwd``, ``hessian``): pass ``grad="autodiff"`` for those. With
-        ``checkpoint_every`` or ``resets`` the analytic path is not used (autodiff through the rematerialised chunks,
-        or through the resets). ``grad="analytic"`` on a user cell, or with ``resets``, raises ``ValueError``.
+        ``checkpoint_every``, ``mask`` or ``resets`` the analytic path is not used (autodiff through the
+        rematerialised chunks, the mask or the resets). ``grad="analytic"`` on a user cell, or with ``mask`` or
+        ``resets``, raises ``ValueError``.
 
     Returns:
       ``(final_carry, ys)``: the carry after the last (valid) step, and ``ys [*batch, T, H]`` (or time-major), the
-      output at every step, exactly zero past each sequence's length.
+      output at every step, exactly zero past each sequence's length and at masked steps.
 
     Example::
 
@@ -407,27 +459,49 @@ def rnn(
     use_analytic = _check_grad(cell, grad)
     if checkpoint_every is not None:
         checkpoint_every = _check_chunk(checkpoint_every, "checkpoint_every")
-    if resets is not None and grad == "analytic":
-        raise ValueError(
-            "grad='analytic' cannot be combined with resets: the hand-derived BPTT has no segment boundaries; leave "
-            "grad=None (autodiff is then used) or pass grad='autodiff'"
-        )
+    _refuse_analytic(grad, mask=mask, resets=resets)
     prep = prepare(cell, params, xs, carry, lengths=lengths, time_major=time_major)
     resets_tm = None if resets is None else check_resets(resets, prep.batch_shape, prep.xs.shape[0], time_major)
+    lengths, mask_tm = _step_validity(prep, mask, time_major)
     final, ys = _run_scan(
         cell,
         params,
         prep.xs,
         prep.carry,
-        prep.lengths,
+        lengths,
         resets_tm,
+        mask_tm,
         reverse=reverse,
         unroll=unroll,
         checkpoint_every=checkpoint_every,
-        analytic=use_analytic and checkpoint_every is None and resets is None,
+        analytic=use_analytic and checkpoint_every is None and resets is None and mask is None,
         mesh=batch_mesh(prep.batch_shape),
     )
     return final, _to_layout(ys, time_major)
+
+
+def _refuse_analytic(grad, **options) -> None:
+    """``ValueError`` when ``grad="analytic"`` comes with one of ``options`` (``mask``, ``resets``) set: the
+    hand-derived BPTT knows only right padding."""
+    for name, value in options.items():
+        if value is not None and grad == "analytic":
+            raise ValueError(
+                f"grad='analytic' cannot be combined with {name}: the hand-derived BPTT knows only right padding "
+                f"(lengths); leave grad=None (autodiff is then used) or pass grad='autodiff'"
+            )
+
+
+def _step_validity(prep, mask, time_major):
+    """``(lengths, mask_tm)`` for the scan: ``(prep.lengths, None)`` without ``mask``; with it, ``(None, mask
+    [T, *batch])``, where ``lengths`` (if any) is folded into the mask."""
+    if mask is None:
+        return prep.lengths, None
+    num_steps = prep.xs.shape[0]
+    mask_tm = check_mask(mask, prep.batch_shape, num_steps, time_major)
+    if prep.lengths is not None:
+        steps = jnp.arange(num_steps).reshape((-1,) + (1,) * len(prep.batch_shape))
+        mask_tm = mask_tm & (steps < prep.lengths[None])
+    return None, mask_tm
 
 
 def batch_mesh(batch_shape):
@@ -448,7 +522,7 @@ def batch_mesh(batch_shape):
 
 
 def _shard_over_batch(scan, mesh):
-    """``scan(params, xs_tm, carry, lengths, resets_tm)`` run by ``shard_map`` on each device's slice of the first
+    """``scan(params, xs_tm, carry, lengths, resets_tm, mask_tm)`` run by ``shard_map`` on each device's slice of the first
     batch dim:
     the whole recurrence, forward and backward, stays on one device, and the only communication is the sum of the
     parameter gradients (the transpose of replicating the params), once per call."""
@@ -459,12 +533,12 @@ def _shard_over_batch(scan, mesh):
     def specs(tree, spec):
         return jax.tree.map(lambda _: spec, tree)
 
-    def run(params, xs_tm, carry, lengths, resets_tm):
+    def run(params, xs_tm, carry, lengths, resets_tm, mask_tm):
         in_specs = (specs(params, P()), P(None, AXIS), specs(carry, P(AXIS)), None if lengths is None else P(AXIS),
-                    None if resets_tm is None else P(None, AXIS))  # fmt: skip
+                    None if resets_tm is None else P(None, AXIS), None if mask_tm is None else P(None, AXIS))  # fmt: skip
         out_specs = (specs(carry, P(AXIS)), P(None, AXIS))
         sharded = jax.shard_map(scan, mesh=mesh, in_specs=in_specs, out_specs=out_specs, axis_names={AXIS})
-        return sharded(params, xs_tm, carry, lengths, resets_tm)
+        return sharded(params, xs_tm, carry, lengths, resets_tm, mask_tm)
 
     return run
 
@@ -473,39 +547,53 @@ def _shard_over_batch(scan, mesh):
     jax.jit, static_argnums=0, static_argnames=("reverse", "unroll", "checkpoint_every", "analytic", "mesh")
 )
 def _run_scan(
-    cell, params, xs_tm, carry, lengths, resets_tm=None, *, reverse, unroll, checkpoint_every, analytic, mesh=None
+    cell,
+    params,
+    xs_tm,
+    carry,
+    lengths,
+    resets_tm=None,
+    mask_tm=None,
+    *,
+    reverse,
+    unroll,
+    checkpoint_every,
+    analytic,
+    mesh=None,
 ):
     """The scan under ``jit`` with the cell static, so that eager calls hit the compilation cache (a bare
     ``lax.scan`` outside ``jit`` retraces and recompiles its body on every call). Inside an outer ``jit`` this
     inlines. With ``mesh`` (from :func:`batch_mesh`) it runs under ``shard_map`` over the batch."""
 
-    def scan(params, xs_tm, carry, lengths, resets_tm):
-        return _scan_whole(cell, params, xs_tm, carry, lengths, resets_tm, reverse, unroll, checkpoint_every, analytic)
+    def scan(params, xs_tm, carry, lengths, resets_tm, mask_tm):
+        return _scan_whole(
+            cell, params, xs_tm, carry, lengths, resets_tm, mask_tm, reverse, unroll, checkpoint_every, analytic
+        )
 
     if mesh is not None:
-        return _shard_over_batch(scan, mesh)(params, xs_tm, carry, lengths, resets_tm)
-    return scan(params, xs_tm, carry, lengths, resets_tm)
+        return _shard_over_batch(scan, mesh)(params, xs_tm, carry, lengths, resets_tm, mask_tm)
+    return scan(params, xs_tm, carry, lengths, resets_tm, mask_tm)
 
 
-def _reset_inputs(cell, params, xs_tm, carry, lengths, resets_tm, reverse):
+def _reset_inputs(cell, params, xs_tm, carry, lengths, resets_tm, mask_tm, reverse):
     """``(marks, reset_carry)`` for :func:`scan_cell`, or ``(None, None)`` without resets."""
     if resets_tm is None:
         return None, None
     reset_carry = cell.initial_state(params, tuple(xs_tm.shape[1:-1]))
     reset_carry = jax.tree.map(lambda z, c: z.astype(c.dtype), reset_carry, carry)
-    return reset_marks(resets_tm, lengths, reverse=reverse), match_varying(reset_carry, carry)
+    return reset_marks(resets_tm, lengths, reverse=reverse, mask=mask_tm), match_varying(reset_carry, carry)
 
 
-def _scan_whole(cell, params, xs_tm, carry, lengths, resets_tm, reverse, unroll, checkpoint_every, analytic):
-    carry = match_varying(carry, params, xs_tm, carry, lengths, resets_tm)
-    marks, reset_carry = _reset_inputs(cell, params, xs_tm, carry, lengths, resets_tm, reverse)
+def _scan_whole(cell, params, xs_tm, carry, lengths, resets_tm, mask_tm, reverse, unroll, checkpoint_every, analytic):
+    carry = match_varying(carry, params, xs_tm, carry, lengths, resets_tm, mask_tm)
+    marks, reset_carry = _reset_inputs(cell, params, xs_tm, carry, lengths, resets_tm, mask_tm, reverse)
     if analytic:
         from jaxrnn.fastpath import analytic_scan
 
         return analytic_scan(cell, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll)
     if checkpoint_every is None:
         return scan_cell(cell.step, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, marks=marks,
-                         reset_carry=reset_carry)  # fmt: skip
+                         reset_carry=reset_carry, mask=mask_tm)  # fmt: skip
     return _chunked_scan(
         cell.step,
         params,
@@ -519,6 +607,7 @@ def _scan_whole(cell, params, xs_tm, carry, lengths, resets_tm, reverse, unroll,
         remat=True,
         marks=marks,
         reset_carry=reset_carry,
+        mask=mask_tm,
     )
 
 
@@ -530,6 +619,7 @@ def truncated_rnn(
     *,
     chunk_size: int,
     lengths=None,
+    mask=None,
     resets=None,
     time_major: bool = False,
     unroll: int | bool | None = None,
@@ -540,25 +630,27 @@ def truncated_rnn(
     ``chunk_size`` steps (the last one may be shorter); the carry passes from chunk to chunk, but its gradient is
     stopped at the start of every chunk (the first included), so gradients flow at most ``chunk_size`` steps back
     and nothing flows into ``carry``. Memory and the backward pass then scale with the chunk, not the sequence.
-    ``resets`` marks segment starts as in :func:`rnn`.
+    ``mask`` (steps to run, padding anywhere) and ``resets`` (segment starts) act as in :func:`rnn`.
     """
     chunk_size = _check_chunk(chunk_size, "chunk_size")
     unroll = resolve_unroll(unroll)
     prep = prepare(cell, params, xs, carry, lengths=lengths, time_major=time_major)
     resets_tm = None if resets is None else check_resets(resets, prep.batch_shape, prep.xs.shape[0], time_major)
-    carry = match_varying(prep.carry, params, prep.xs, prep.carry, prep.lengths, resets_tm)
-    marks, reset_carry = _reset_inputs(cell, params, prep.xs, carry, prep.lengths, resets_tm, False)
+    lengths, mask_tm = _step_validity(prep, mask, time_major)
+    carry = match_varying(prep.carry, params, prep.xs, prep.carry, lengths, resets_tm, mask_tm)
+    marks, reset_carry = _reset_inputs(cell, params, prep.xs, carry, lengths, resets_tm, mask_tm, False)
     final, ys = _chunked_scan(
         cell.step,
         params,
         prep.xs,
         carry,
-        prep.lengths,
+        lengths,
         prep.batch_shape,
         chunk_size=chunk_size,
         unroll=unroll,
         stop_gradient=True,
         marks=marks,
         reset_carry=reset_carry,
+        mask=mask_tm,
     )
     return final, _to_layout(ys, time_major)

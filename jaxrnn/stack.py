@@ -115,9 +115,10 @@ def stack(
 
     Returns:
       ``Layer``: ``layer.init(key, input_size, hidden_size, *, dtype=None, **cell_options)`` and
-      ``layer.apply(params, xs, carry=None, *, lengths=None, resets=None, time_major=False, key=None,
-      train=False) -> (final_carry, ys)``, ``ys [*batch, T, H or 2H]``. ``lengths`` and ``resets`` (segment
-      starts, ``[*batch, T]`` booleans) act as in :func:`~jaxrnn.rnn` in every layer and direction.
+      ``layer.apply(params, xs, carry=None, *, lengths=None, mask=None, resets=None, time_major=False, key=None,
+      train=False) -> (final_carry, ys)``, ``ys [*batch, T, H or 2H]``. ``lengths``, ``mask`` (steps to run,
+      ``[*batch, T]`` booleans) and ``resets`` (segment starts, ``[*batch, T]`` booleans) act as in
+      :func:`~jaxrnn.rnn` in every layer and direction.
     """
     if not isinstance(cell, Cell):
         raise TypeError(f"cell must be a jaxrnn.Cell, got {type(cell).__name__}")
@@ -169,7 +170,7 @@ def stack(
                 want = "Bidirectional(forward, backward)" if bidirectional else f"{cell.name} params"
                 raise TypeError(f"params[{k}] must be {want}, got {type(entry).__name__}")
 
-    def _one_direction(params, xs, carry, lengths, resets, time_major, reverse, key, batch_shape):
+    def _one_direction(params, xs, carry, steps, time_major, reverse, key, batch_shape):
         run_cell = cell
         if key is not None:
             h0 = _hidden_of(carry if carry is not None else cell.initial_state(params, batch_shape))
@@ -180,8 +181,7 @@ def stack(
             params,
             xs,
             carry,
-            lengths=lengths,
-            resets=resets,
+            **steps,
             reverse=reverse,
             time_major=time_major,
             grad=grad,  # never "analytic" with a dropout mask: refused above
@@ -189,7 +189,16 @@ def stack(
         )
 
     def apply(
-        params, xs, carry=None, *, lengths=None, resets=None, time_major: bool = False, key=None, train: bool = False
+        params,
+        xs,
+        carry=None,
+        *,
+        lengths=None,
+        mask=None,
+        resets=None,
+        time_major: bool = False,
+        key=None,
+        train: bool = False,
     ):
         _check_params(params)
         layout = "[time, *batch, features]" if time_major else "[*batch, time, features]"
@@ -202,6 +211,7 @@ def stack(
             raise ValueError("train=True with dropout or recurrent_dropout needs a PRNG key: apply(..., key=key)")
         keys = jax.random.split(key, 3 * num_layers) if use_dropout else None
         rec_key = (lambda i: keys[i]) if use_dropout and recurrent_dropout > 0.0 else (lambda i: None)
+        steps = {"lengths": lengths, "mask": mask, "resets": resets}
 
         finals, ys = [], xs
         for k, layer_params in enumerate(params):
@@ -210,18 +220,16 @@ def stack(
                 fwd_carry = None if layer_carry is None else layer_carry.forward
                 bwd_carry = None if layer_carry is None else layer_carry.backward
                 f_final, f_ys = _one_direction(
-                    layer_params.forward, ys, fwd_carry, lengths, resets, time_major, False, rec_key(3 * k),
-                    batch_shape,
-                )  # fmt: skip
+                    layer_params.forward, ys, fwd_carry, steps, time_major, False, rec_key(3 * k), batch_shape
+                )
                 b_final, b_ys = _one_direction(
-                    layer_params.backward, ys, bwd_carry, lengths, resets, time_major, True, rec_key(3 * k + 1),
-                    batch_shape,
-                )  # fmt: skip
+                    layer_params.backward, ys, bwd_carry, steps, time_major, True, rec_key(3 * k + 1), batch_shape
+                )
                 finals.append(Bidirectional(f_final, b_final))
                 ys = jnp.concatenate([f_ys, b_ys], axis=-1) if merge == "concat" else f_ys + b_ys
             else:
                 final, ys = _one_direction(
-                    layer_params, ys, layer_carry, lengths, resets, time_major, False, rec_key(3 * k), batch_shape
+                    layer_params, ys, layer_carry, steps, time_major, False, rec_key(3 * k), batch_shape
                 )
                 finals.append(final)
             if use_dropout and dropout > 0.0 and k < num_layers - 1:

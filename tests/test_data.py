@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxrnn
 from jaxrnn import data
 from jaxrnn.data import MinMaxScaler, Vocabulary
 
@@ -197,6 +198,21 @@ def test_pad_sequences():
         data.pad_sequences("abc")
     with pytest.raises(ValueError, match="max_length must be a positive integer, got 0"):
         data.pad_sequences([[1]], max_length=0)
+
+
+def test_pad_sequences_pre_padding_and_truncation_as_keras():
+    seqs = [[1, 2, 3, 4], [5], []]
+    padded, lengths = data.pad_sequences(seqs, max_length=3, padding="pre", truncating="pre")
+    np.testing.assert_array_equal(padded, [[2, 3, 4], [0, 0, 5], [0, 0, 0]])  # keras pad_sequences(seqs, maxlen=3)
+    np.testing.assert_array_equal(lengths, [3, 1, 0])
+    np.testing.assert_array_equal(padded != 0, jaxrnn.sequence_mask(lengths, 3, padding="pre"))
+    padded, _ = data.pad_sequences(seqs, max_length=3, padding="pre")  # truncating="post" keeps the first steps
+    np.testing.assert_array_equal(padded[0], [1, 2, 3])
+    padded, _ = data.pad_sequences(seqs, max_length=3, truncating="pre")
+    np.testing.assert_array_equal(padded, [[2, 3, 4], [5, 0, 0], [0, 0, 0]])
+    for name in ("padding", "truncating"):
+        with pytest.raises(ValueError, match=f"{name} must be 'post' or 'pre', got 'left'"):
+            data.pad_sequences(seqs, **{name: "left"})
 
 
 def test_batches_share_one_permutation():

@@ -151,6 +151,25 @@ def test_gate_traces_time_major_and_errors():
         diagnostics.gate_traces(cell, params, xs, lengths=jnp.array([1, 2]))
 
 
+def test_gate_traces_with_mask_and_resets_follow_the_driver():
+    """Under ``mask`` (left padding, a gap) and ``resets``, the traces are those of the carry ``jaxrnn.rnn``
+    carries: each row's traces equal the traces of its valid steps run alone, segment by segment."""
+    cell, params, xs = make_case("lstm", batch=(2,))
+    mask = np.array([[False, False, True, True, True, True], [True, True, False, True, True, True]])
+    resets = np.array([[False, False, False, False, True, False], [False, False, True, False, False, False]])
+    traces = diagnostics.gate_traces(cell, params, xs, mask=mask, resets=resets)
+    _, ys = jaxrnn.rnn(cell, params, xs, mask=mask, resets=resets)
+    np.testing.assert_allclose(traces.o * jnp.tanh(traces.c), ys, atol=1e-14)
+    assert not np.any(np.asarray(traces.f)[~mask])
+    for b, segments in ((0, [(2, 4), (4, 6)]), (1, [(0, 2), (3, 6)])):  # row 1: the reset on masked 2 starts 3
+        for lo, hi in segments:
+            alone = diagnostics.gate_traces(cell, params, xs[b, lo:hi])
+            for got, want in zip(traces, alone):
+                np.testing.assert_allclose(got[b, lo:hi], want, atol=1e-14)
+    with pytest.raises(TypeError, match="mask must be a boolean array"):
+        diagnostics.gate_traces(cell, params, xs, mask=mask.astype(int))
+
+
 # ------------------------------------------------------------------------------------- state Jacobians, Lyapunov
 def _flat(carry):
     return jnp.concatenate(jax.tree.leaves(carry), axis=-1)

@@ -456,3 +456,153 @@ def test_error_resets(resets, time_major, error, match):
     xs = random_xs((4, 7, 3))
     with pytest.raises(error, match=match):
         jaxrnn.rnn(cell, params, jnp.swapaxes(xs, 0, 1) if time_major else xs, resets=resets, time_major=time_major)
+
+
+# ------------------------------------------------------------------------------------ mask (padding anywhere)
+MASK = np.array(
+    [
+        [False, False, True, True, True, True, True],  # left padding (Keras' pad_sequences default)
+        [True, True, False, True, False, True, True],  # a reset on masked step 4 starts step 5 (RESETS[1])
+        [True, True, True, True, True, True, True],  # nothing masked
+        [True, True, True, True, True, False, True],  # reversed, the reset at 6 comes before step 4
+    ]
+)  # a row with nothing valid: test_mask_of_lengths_equals_lengths_in_values_and_gradients
+
+
+def _compact_reference(cell, params, xs, carry0, mask, resets, reverse):
+    """Each row cut down to its valid steps (a reset on a masked step moved to the next valid step), run by
+    :func:`_segment_reference`, and its outputs put back in place, zeros at masked steps."""
+    finals, rows = [], []
+    for b in range(mask.shape[0]):
+        steps = np.flatnonzero(mask[b])
+        compact_resets, pending = [], False
+        for t in range(mask.shape[1]):
+            pending |= bool(resets is not None and resets[b, t])
+            if mask[b, t]:
+                compact_resets.append(pending)
+                pending = False
+        carry_b = jax.tree.map(lambda c: c[b : b + 1], carry0)
+        if not len(steps):  # nothing valid: the carry passes through, every output is zero
+            hidden = jax.tree.leaves(carry0)[0].shape[-1]
+            rows.append(jnp.zeros(xs.shape[1:2] + (hidden,), xs.dtype))
+            finals.append(jax.tree.map(lambda c: c[0], carry_b))
+            continue
+        final, ys = _segment_reference(
+            cell, params, xs[b : b + 1, steps], carry_b, np.array([compact_resets], bool).reshape(1, -1), None, reverse
+        )
+        rows.append(jnp.zeros(xs.shape[1:2] + ys.shape[-1:], ys.dtype).at[steps].set(ys[0]))
+        finals.append(jax.tree.map(lambda c: c[0], final))
+    return jax.tree.map(lambda *c: jnp.stack(c), *finals), jnp.stack(rows)
+
+
+@pytest.mark.parametrize(
+    "name, reverse, with_resets",
+    [("elman", False, False), ("elman", True, True), ("lstm", False, True), ("lstm", True, False),
+     ("gru", False, False), ("gru", True, True)],
+)  # fmt: skip
+def test_mask_equals_each_row_run_on_its_valid_steps(name, reverse, with_resets):
+    cell, params = make(name)
+    xs = random_xs((4, 7, 3))
+    carry0 = jax.tree.map(lambda z: z + 0.3, cell.initial_state(params, (4,)))
+    resets = RESETS if with_resets else None
+    final, ys = jaxrnn.rnn(cell, params, xs, carry0, mask=MASK, resets=resets, reverse=reverse)
+    ref = _compact_reference(cell, params, xs, carry0, MASK, resets, reverse)
+    assert_trees_close((final, ys), ref)
+    assert not np.any(np.asarray(ys)[~MASK]), "masked steps emit zeros"
+
+    def time_major_run(p, x):
+        final, ys = jaxrnn.rnn(cell, p, jnp.swapaxes(x, 0, 1), carry0, mask=MASK.T, resets=None if resets is None
+                               else resets.T, reverse=reverse, time_major=True)  # fmt: skip
+        return final, jnp.swapaxes(ys, 0, 1)
+
+    assert_trees_close(jax.jit(time_major_run)(params, xs), ref)
+
+
+def test_mask_reset_on_a_masked_step_starts_the_next_valid_step():
+    cell, params = make("elman")
+    xs = random_xs((1, 5, 3))
+    carry0 = jax.tree.map(lambda z: z + 0.3, cell.initial_state(params, (1,)))
+    mask = np.array([[True, True, False, True, True]])
+    resets = np.array([[False, False, True, False, False]])  # the segment starting at 2 begins at step 3
+    _, ys = jaxrnn.rnn(cell, params, xs, carry0, mask=mask, resets=resets)
+    _, alone = jaxrnn.rnn(cell, params, xs[:, 3:])
+    assert_trees_close(ys[:, 3:], alone)
+    _, ys_rev = jaxrnn.rnn(cell, params, xs, carry0, mask=mask, resets=resets, reverse=True)
+    _, alone_rev = jaxrnn.rnn(cell, params, xs[:, :2], reverse=True)  # segment [0, 2) starts afresh in reverse
+    assert_trees_close(ys_rev[:, :2], alone_rev)
+
+
+@pytest.mark.parametrize("name, reverse", [("lstm", True), ("gru", False)])
+def test_mask_gradients_equal_the_compact_reference_and_survive_remat(name, reverse):
+    cell, params = make(name)
+    xs = random_xs((4, 7, 3))
+    carry0 = jax.tree.map(lambda z: z + 0.3, cell.initial_state(params, (4,)))
+
+    def loss(run, p, x, c):
+        final, ys = run(p, x, c)
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(final))
+
+    def reference(p, x, c):
+        return _compact_reference(cell, p, x, c, MASK, RESETS, reverse)
+
+    def ours(p, x, c, **kw):
+        return jaxrnn.rnn(cell, p, x, c, mask=MASK, resets=RESETS, reverse=reverse, **kw)
+
+    want = jax.jit(jax.grad(lambda *a: loss(reference, *a), argnums=(0, 1, 2)))(params, xs, carry0)
+    assert_trees_close(jax.grad(lambda *a: loss(ours, *a), argnums=(0, 1, 2))(params, xs, carry0), want, atol=1e-5)
+    remat = jax.grad(lambda *a: loss(lambda p, x, c: ours(p, x, c, checkpoint_every=3), *a), argnums=(0, 1, 2))
+    assert_trees_close(remat(params, xs, carry0), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_mask_of_lengths_equals_lengths_in_values_and_gradients(reverse):
+    cell, params = make("lstm")
+    xs = random_xs((4, 7, 3))
+    lengths = jnp.array([7, 0, 3, 5])
+
+    def loss(p, x, **kw):
+        final, ys = jaxrnn.rnn(cell, p, x, reverse=reverse, **kw)
+        return jnp.sum(jnp.sin(ys)) + jnp.sum(final.c**2)
+
+    with_mask = jax.value_and_grad(loss, argnums=(0, 1))(params, xs, mask=jaxrnn.sequence_mask(lengths, 7))
+    analytic = jax.value_and_grad(loss, argnums=(0, 1))(params, xs, lengths=lengths)  # the hand-derived BPTT
+    assert_trees_close(with_mask, analytic, atol=1e-5)
+    both = jaxrnn.rnn(cell, params, xs, mask=MASK, lengths=lengths, reverse=reverse)
+    assert_trees_close(both, jaxrnn.rnn(cell, params, xs, mask=MASK & (np.arange(7)[None] < np.asarray(lengths)[:, None]),
+                                        reverse=reverse))  # fmt: skip
+
+
+def test_mask_with_truncated_rnn_vmap_and_several_batch_dims():
+    cell, params = make("gru")
+    xs = random_xs((4, 7, 3))
+    want = jaxrnn.rnn(cell, params, xs, mask=MASK, resets=RESETS)
+    assert_trees_close(jaxrnn.truncated_rnn(cell, params, xs, chunk_size=3, mask=MASK, resets=RESETS), want)
+    final, ys = jaxrnn.rnn(cell, params, xs.reshape(2, 2, 7, 3), mask=MASK.reshape(2, 2, 7))
+    flat = jaxrnn.rnn(cell, params, xs, mask=MASK)
+    assert_trees_close((final.reshape(4, 5), ys.reshape(4, 7, 5)), flat)
+    vmapped = jax.vmap(lambda x, m: jaxrnn.rnn(cell, params, x[None], mask=m[None]))(xs, jnp.asarray(MASK))
+    assert_trees_close(jax.tree.map(lambda a: a[:, 0], vmapped), flat)
+
+
+def test_mask_takes_the_autodiff_path_and_refuses_analytic():
+    cell, params = make("gru")
+    xs = random_xs((4, 7, 3))
+    everything = np.ones((4, 7), bool)
+    assert_trees_close(jaxrnn.rnn(cell, params, xs, mask=everything), jaxrnn.rnn(cell, params, xs))
+    with pytest.raises(ValueError, match=r"grad='analytic' cannot be combined with mask"):
+        jaxrnn.rnn(cell, params, xs, mask=everything, grad="analytic")
+
+
+@pytest.mark.parametrize(
+    "mask, time_major, error, match",
+    [
+        (np.ones((4, 7), np.float32), False, TypeError, r"mask must be a boolean array \(True at the steps to run.*got dtype float32; from numbers, pass e.g. mask != 0"),
+        (np.ones((4, 6), bool), False, ValueError, r"mask must have shape \[\*batch, time\] = \[4, 7\] to match xs, got \[4, 6\]"),
+        (np.ones((4, 7), bool), True, ValueError, r"mask must have shape \[time, \*batch\] = \[7, 4\] to match xs, got \[4, 7\]"),
+    ],
+)  # fmt: skip
+def test_error_mask(mask, time_major, error, match):
+    cell, params = make("gru")
+    xs = random_xs((4, 7, 3))
+    with pytest.raises(error, match=match):
+        jaxrnn.rnn(cell, params, jnp.swapaxes(xs, 0, 1) if time_major else xs, mask=mask, time_major=time_major)

@@ -311,7 +311,11 @@ def _keras_grads_as_ours(kind, grads, merge, tol):
     return interop.from_keras(grads, merge=merge, activation="relu" if kind == "simple_rnn_relu" else "tanh")[1]
 
 
-def _check_against_keras(keras, kind, merge, dtype, **kw):
+# Keras' mask with padding anywhere: left padding (pad_sequences' default), a gap, nothing masked.
+KERAS_MASK = np.array([[False, False, True, True, True, True], [True, False, False, True, True, False], [True] * T])
+
+
+def _check_against_keras(keras, kind, merge, dtype, *, mask_anywhere=False, **kw):
     tol = KERAS_FLOAT64_TOL if dtype == "float64" else TOL[dtype]
     inner = _keras_rnn(keras, kind, dtype=dtype, **kw)
     klayer = keras.layers.Bidirectional(inner, merge_mode=merge) if merge else inner
@@ -321,8 +325,8 @@ def _check_against_keras(keras, kind, merge, dtype, **kw):
     layer, params = interop.from_keras(klayer)
     rng = np.random.default_rng(6)
     x = jnp.asarray(rng.standard_normal((B, T, D)).astype(dtype))
-    lengths = _lengths()
-    mask = jnp.arange(T)[None, :] < jnp.asarray(lengths)[:, None]
+    lengths = None if mask_anywhere else _lengths()
+    mask = jnp.asarray(KERAS_MASK) if mask_anywhere else jnp.arange(T)[None, :] < jnp.asarray(lengths)[:, None]
     width = 2 * H if merge == "concat" else H
     r_out = jnp.asarray(rng.standard_normal((B, T, width)).astype(dtype))
     n_states = (2 if kind == "lstm" else 1) * (2 if merge else 1)
@@ -335,7 +339,7 @@ def _check_against_keras(keras, kind, merge, dtype, **kw):
         return total, outputs
 
     def our_loss(params, xs):
-        final, ys = layer.apply(params, xs, lengths=lengths)
+        final, ys = layer.apply(params, xs, lengths=lengths, mask=KERAS_MASK if mask_anywhere else None)
         states = interop.carry_to_keras(layer, final)
         return jnp.sum(ys * r_out) + sum(jnp.sum(s * r) for s, r in zip(states, r_states)), (ys, states)
 
@@ -369,6 +373,13 @@ KERAS_CASES = [
 @pytest.mark.parametrize("kind,merge", KERAS_CASES)
 def test_keras_outputs_states_and_gradients_float32(keras, kind, merge):
     _check_against_keras(keras, kind, merge, "float32")
+
+
+@pytest.mark.parametrize("kind,merge", [("lstm", "concat"), ("gru", None), ("simple_rnn", "sum")])
+def test_keras_mask_with_padding_anywhere(keras, kind, merge):
+    """Keras' ``mask=`` with left padding and gaps is jaxrnn's ``mask=``: outputs (Keras'
+    ``zero_output_for_mask=True``), final states and gradients, in both directions."""
+    _check_against_keras(keras, kind, merge, "float32", mask_anywhere=True)
 
 
 @pytest.mark.parametrize("kind,merge", [("gru", "concat")])

@@ -60,6 +60,47 @@ def test_last_valid_is_many_to_one():
     np.testing.assert_allclose(jaxrnn.last_valid(hs, LENGTHS)[:2], final[:2], rtol=1e-6)
 
 
+# Padding anywhere: left padding, a gap, nothing valid.
+MASK = np.array([[False, True, True, True], [True, False, True, False], [False, False, False, False]])
+
+
+def test_mask_in_losses_and_readout():
+    values = jnp.arange(12.0).reshape(3, 4)
+    assert jaxrnn.masked_mean(values, mask=MASK) == pytest.approx((1 + 2 + 3 + 4 + 6) / 5)
+    assert jaxrnn.masked_mean(values.T, mask=MASK.T, time_major=True) == pytest.approx(16 / 5)
+    assert jaxrnn.masked_mean(values, LENGTHS, mask=MASK) == pytest.approx((1 + 2 + 4) / 3)  # both must allow
+    assert jaxrnn.masked_mean(values, mask=np.zeros((3, 4), bool)) == 0.0
+    logits = jax.random.normal(jax.random.key(0), (3, 4, 5))
+    labels = jax.random.randint(jax.random.key(1), (3, 4), 0, 5)
+    per_step = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    expected = np.asarray(per_step)[MASK].mean()
+    assert float(jaxrnn.sequence_cross_entropy(logits, labels, mask=MASK)) == pytest.approx(float(expected), rel=1e-6)
+    preds = jnp.zeros((3, 4, 2)).at[0, 0].set(9.0)  # a masked step: ignored
+    assert float(jaxrnn.sequence_mse(preds, jnp.ones((3, 4, 2)), mask=MASK)) == pytest.approx(1.0)
+
+    ys = jax.random.normal(jax.random.key(2), (3, 4, 2))
+    out = jaxrnn.last_valid(ys, mask=MASK)
+    np.testing.assert_array_equal(out[0], ys[0, 3])
+    np.testing.assert_array_equal(out[1], ys[1, 2])
+    np.testing.assert_array_equal(out[2], [0.0, 0.0])
+    np.testing.assert_array_equal(jaxrnn.last_valid(jnp.swapaxes(ys, 0, 1), mask=MASK.T, time_major=True), out)
+    params = jaxrnn.gru.init(jax.random.key(1), 2, 3)
+    final, hs = jaxrnn.rnn(jaxrnn.gru, params, ys, mask=MASK)
+    np.testing.assert_allclose(jaxrnn.last_valid(hs, mask=MASK)[:2], final[:2], rtol=1e-6)
+
+    np.testing.assert_array_equal(
+        jaxrnn.sequence_mask(LENGTHS, 4, padding="pre"), [[0, 1, 1, 1], [0, 0, 0, 1], [0, 0, 0, 0]]
+    )
+    with pytest.raises(ValueError, match=r"padding must be one of \('post', 'pre'\), got 'left'"):
+        jaxrnn.sequence_mask(LENGTHS, 4, padding="left")
+    with pytest.raises(TypeError, match="mask must be a boolean array"):
+        jaxrnn.masked_mean(values, mask=MASK.astype(np.float32))
+    with pytest.raises(
+        ValueError, match=r"mask must have shape \[\*batch, time\] = \[3, 4\] to match xs, got \[3, 3\]"
+    ):
+        jaxrnn.last_valid(ys, mask=MASK[:, :3])
+
+
 def test_empty_sequences_give_zero_losses_and_zero_readouts():
     """T = 0 is "no step valid": the losses are 0 (as with every length 0), not nan, and the readout is zeros."""
     empty = jnp.ones((3, 0, 2))
@@ -73,3 +114,4 @@ def test_empty_sequences_give_zero_losses_and_zero_readouts():
         assert out.shape == (3, 2)
         np.testing.assert_array_equal(out, 0.0)
     assert jaxrnn.last_valid(jnp.ones((0, 3, 2)), time_major=True).shape == (3, 2)
+    np.testing.assert_array_equal(jaxrnn.last_valid(empty, mask=np.zeros((3, 0), bool)), np.zeros((3, 2)))

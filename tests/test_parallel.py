@@ -124,17 +124,18 @@ SHARD_MAP_SCRIPT = textwrap.dedent(
             got5 = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, xs[:5], dys[:5], lengths[:5])
             close(got5, jax.value_and_grad(loss, argnums=(0, 1))(params, xs[:5], dys[:5], lengths[:5]))
 
-    # segment starts are split over the batch like the lengths
+    # segment starts and a step mask are split over the batch like the lengths
     resets = jnp.asarray(rng.random((8, 5)) < 0.3)
+    mask = jnp.asarray(rng.random((8, 5)) < 0.7)
     gp = jaxrnn.gru.init(jax.random.key(3), 3, 4)
     for rev in (True,):  # reversed: the marks shift by one step, the harder case
-        def loss_r(p, x, d, n, r):
-            carry, ys = jaxrnn.rnn(jaxrnn.gru, p, x, lengths=n, resets=r, reverse=rev)
+        def loss_r(p, x, d, n, r, m):
+            carry, ys = jaxrnn.rnn(jaxrnn.gru, p, x, lengths=n, resets=r, mask=m, reverse=rev)
             return jnp.sum(ys * d) + jnp.sum(carry)
 
-        want = jax.value_and_grad(loss_r, argnums=(0, 1))(gp, xs, dys, lengths, resets)
+        want = jax.value_and_grad(loss_r, argnums=(0, 1))(gp, xs, dys, lengths, resets, mask)
         with jax.set_mesh(mesh):
-            placed = parallel.shard_batch((xs, dys, lengths, resets), mesh)
+            placed = parallel.shard_batch((xs, dys, lengths, resets, mask), mesh)
             close(jax.jit(jax.value_and_grad(loss_r, argnums=(0, 1)))(gp, *placed), want)
             text = jax.jit(loss_r).lower(gp, *placed).as_text()
             assert "shard_map" in text or "sdy.manual_computation" in text, text[:2000]

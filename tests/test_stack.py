@@ -190,3 +190,18 @@ def test_bidirectional_layers_keep_segments_apart():
     assert_trees_close(ys, jnp.concatenate([first, second], axis=1))
     _, unmarked = layer.apply(params, xs, lengths=lengths)
     assert not np.allclose(np.asarray(ys[:, :3]), np.asarray(unmarked[:, :3]))  # the backward direction crossed
+
+
+def test_bidirectional_layers_with_left_padding_equal_the_unpadded_rows():
+    """``mask`` with left padding (and a gap) in a two-layer bidirectional stack: every row gives, at its valid
+    steps, what its valid steps give alone, in both directions and both layers; masked steps give zeros."""
+    layer = jaxrnn.stack(jaxrnn.lstm, 2, bidirectional=True)
+    params = layer.init(jax.random.key(0), 3, 4)
+    xs = jax.random.normal(jax.random.key(1), (2, 7, 3))
+    mask = np.array([[False, False, False, True, True, True, True], [True, True, False, True, True, True, False]])
+    finals, ys = layer.apply(params, xs, mask=mask)
+    assert not np.any(np.asarray(ys)[~mask])
+    for b in range(2):
+        alone_finals, alone = layer.apply(params, xs[b : b + 1, mask[b]])
+        assert_trees_close(ys[b : b + 1, mask[b]], alone)
+        assert_trees_close(jax.tree.map(lambda c: c[b : b + 1], finals), alone_finals)
