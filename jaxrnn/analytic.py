@@ -52,7 +52,7 @@ from jaxrnn.cells.base import Cell, add_bias
 from jaxrnn.cells.elman import ElmanParams
 from jaxrnn.cells.gru import GRUParams
 from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMState
-from jaxrnn.driver import prepare
+from jaxrnn.driver import _step_validity, prepare
 from jaxrnn.mlp import MLPParams, hidden_activations
 
 __all__ = [
@@ -386,14 +386,22 @@ def _mask_tree(valid, new, old):
     return jax.tree.map(pick, new, old)
 
 
+def step_validity(t, lengths, mask_t):
+    """Which sequences run step ``t``: ``mask_t [*batch]`` (this step's row of a step mask) when given, else
+    ``t < lengths``; None when every step runs."""
+    if mask_t is not None:
+        return mask_t
+    return None if lengths is None else t < lengths
+
+
 def _masked_step(valid, new, old, y):
-    """One step under ``lengths``: where ``valid`` (broadcastable to ``y``) the new carry and ``y``, elsewhere the
+    """One step under ``lengths`` or a mask: where ``valid`` (broadcastable to ``y``) the new carry and ``y``, elsewhere the
     old carry and zeros."""
     return _mask_tree(valid, new, old), jnp.where(valid, y, jnp.zeros_like(y))
 
 
 def _masked_vjp(vjp, valid, dcarry, dy):
-    """One step's ``vjp(dcarry, dy) -> (*cotangents, dcarry_prev)`` under ``lengths``: where ``valid``
+    """One step's ``vjp(dcarry, dy) -> (*cotangents, dcarry_prev)`` under ``lengths`` or a mask: where ``valid``
     (broadcastable to ``dy``) as is; elsewhere it sees zero cotangents, so its other outputs are zero, and
     ``dcarry`` passes through unchanged."""
     dy = jnp.where(valid, dy, jnp.zeros_like(dy))
@@ -402,27 +410,28 @@ def _masked_vjp(vjp, valid, dcarry, dy):
 
 
 def forward_with_residuals(
-    rule: StepRule, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1, pack: bool = False
+    rule: StepRule, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1, pack: bool = False, mask=None
 ):
     """Run the cell over ``xs_tm [T, *batch, D]`` keeping, per step, the carry it started from and the residuals.
 
     Returns ``(final_carry, ys [T, *batch, H], kept)``: ``kept = (carries_prev, residuals)``, each a pytree stacked
     over time ``[T, ...]``, or with ``pack=True`` those leaves concatenated along their last axis into one
     ``[T, *batch, Σ widths]`` array (one write per step instead of one per leaf; the leaves must share dtype and
-    batch shape). With ``lengths``, masked steps (``t >= lengths``) keep the carry and emit zeros, as
-    :func:`jaxrnn.rnn` does.
+    batch shape). With ``lengths`` (or a step ``mask [T, *batch]``), masked steps (``t >= lengths``, or False in
+    ``mask``) keep the carry and emit zeros, as :func:`jaxrnn.rnn` does.
     """
     times = jnp.arange(xs_tm.shape[0])
 
     def body(c, inputs):
-        t, x = inputs
+        t, x, mask_t = inputs
         new_c, y, res = rule.forward(params, c, x)
-        if lengths is not None:
-            new_c, y = _masked_step((t < lengths)[..., None], new_c, c, y)
+        valid = step_validity(t, lengths, mask_t)
+        if valid is not None:
+            new_c, y = _masked_step(valid[..., None], new_c, c, y)
         kept = jnp.concatenate(jax.tree.leaves((c, res)), axis=-1) if pack else (c, res)
         return new_c, (y, kept)
 
-    final, (ys, kept) = lax.scan(body, carry, (times, xs_tm), reverse=reverse, unroll=unroll)
+    final, (ys, kept) = lax.scan(body, carry, (times, xs_tm, mask), reverse=reverse, unroll=unroll)
     return final, ys, kept
 
 
@@ -437,10 +446,12 @@ def _check_cotangent(value, name: str, expected, hint: str):
     return jax.tree.map(lambda v, e: jnp.asarray(v, e.dtype), value, expected)
 
 
-def bptt(cell: Cell, params, xs, carry0, dys, dcarry_T=None, *, lengths=None, time_major=False, reverse=False):
+def bptt(
+    cell: Cell, params, xs, carry0, dys, dcarry_T=None, *, lengths=None, mask=None, time_major=False, reverse=False
+):
     """Backpropagation through time by hand: the exact VJP of ``jaxrnn.rnn(cell, params, xs, carry0, ...)``.
 
-    With ``(final, ys) = rnn(cell, params, xs, carry0, lengths=lengths, reverse=reverse, time_major=time_major)``
+    With ``(final, ys) = rnn(cell, params, xs, carry0, lengths=lengths, mask=mask, reverse=reverse, time_major=...)``
     and a scalar ``L`` with ``∂L/∂ys = dys`` and ``∂L/∂final = dcarry_T``, returns ``(∂L/∂params, ∂L/∂xs,
     ∂L/∂carry0)``. One forward ``lax.scan`` keeps residuals; one reverse ``lax.scan`` runs the cell's step VJP
     (:func:`elman_step_vjp`, :func:`lstm_step_vjp`, :func:`gru_step_vjp`) from the last step to the first::
@@ -449,13 +460,13 @@ def bptt(cell: Cell, params, xs, carry0, dys, dcarry_T=None, *, lengths=None, ti
         for t = T-1 .. 0:   dparams_t, dcarry_{t-1}, dx_t = step_vjp(params, carry_{t-1}, x_t, res_t, dcarry_t, dy_t)
         dparams = Σ_t dparams_t
 
-    With ``lengths``, a masked step (``t >= lengths``) passed the carry through and emitted zero, so its VJP passes
+    With ``lengths`` or ``mask``, a masked step (``t >= lengths``, or False in ``mask``) passed the carry through and emitted zero, so its VJP passes
     ``dcarry`` through unchanged, ignores ``dy_t`` and contributes nothing to ``dparams`` and ``dx_t`` (zero).
     With ``reverse=True`` the forward ran from ``T-1`` to 0, so the backward runs from 0 to ``T-1``.
 
     Args:
       cell: a built-in cell (``jaxrnn.elman`` with tanh or relu, ``jaxrnn.lstm``, ``jaxrnn.gru``).
-      params, xs, carry0, lengths, time_major, reverse: as for :func:`jaxrnn.rnn` (``carry0=None``: zeros).
+      params, xs, carry0, lengths, mask, time_major, reverse: as for :func:`jaxrnn.rnn` (``carry0=None``: zeros).
       dys: cotangent of ``ys``, shape ``[*batch, T, H]`` (``[T, *batch, H]`` with ``time_major``).
       dcarry_T: cotangent of the final carry (the carry's structure, ``[*batch, H]`` leaves); None means zero.
 
@@ -486,37 +497,37 @@ def bptt(cell: Cell, params, xs, carry0, dys, dcarry_T=None, *, lengths=None, ti
         dcarry_T = _check_cotangent(
             dcarry_T, "dcarry_T", expected_carry, "It is the cotangent of the final carry, shaped like the carry."
         )
-    return _bptt_impl(rule, params, prep.xs, prep.carry, dys_tm, dcarry_T, prep.lengths, reverse, time_major)
+    lengths, mask_tm = _step_validity(prep, mask, time_major)
+    dparams, dxs, dcarry0, _ = _bptt_scan(
+        rule, params, prep.xs, prep.carry, dys_tm, dcarry_T, lengths, reverse, mask_tm
+    )
+    return dparams, (dxs if time_major else jnp.moveaxis(dxs, 0, -2)), dcarry0
 
 
-def _bptt_scan(rule, params, xs_tm, carry, dys_tm, dcarry_T, lengths, reverse):
+def _bptt_scan(rule, params, xs_tm, carry, dys_tm, dcarry_T, lengths, reverse, mask=None):
     """The two scans of :func:`bptt` on validated time-major inputs. Returns ``(dparams, dxs_tm, dcarry0,
     dcarries)`` where ``dcarries[t]`` is the cotangent of the carry after step ``t`` (before adding ``dys[t]``)."""
-    _, _, (carries, res) = forward_with_residuals(rule, params, xs_tm, carry, lengths, reverse=reverse)
+    _, _, (carries, res) = forward_with_residuals(rule, params, xs_tm, carry, lengths, reverse=reverse, mask=mask)
     times = jnp.arange(xs_tm.shape[0])
     zero_params = jax.tree.map(jnp.zeros_like, params)
 
     def body(acc, inputs):
         dparams, dcarry = acc
-        t, x, c, r, dy = inputs
+        t, x, c, r, dy, mask_t = inputs
 
         def vjp(dc, dy):
             dp, dcarry_prev, dx = rule.step_vjp(params, c, x, r, dc, dy)
             return dp, dx, dcarry_prev
 
-        if lengths is None:
+        valid = step_validity(t, lengths, mask_t)
+        if valid is None:
             dp, dx, dcarry_prev = vjp(dcarry, dy)
         else:
-            dp, dx, dcarry_prev = _masked_vjp(vjp, (t < lengths)[..., None], dcarry, dy)
+            dp, dx, dcarry_prev = _masked_vjp(vjp, valid[..., None], dcarry, dy)
         dparams = jax.tree.map(jnp.add, dparams, dp)
         return (dparams, dcarry_prev), (dx, dcarry)
 
     (dparams, dcarry0), (dxs, dcarries) = lax.scan(
-        body, (zero_params, dcarry_T), (times, xs_tm, carries, res, dys_tm), reverse=not reverse
+        body, (zero_params, dcarry_T), (times, xs_tm, carries, res, dys_tm, mask), reverse=not reverse
     )
     return dparams, dxs, dcarry0, dcarries
-
-
-def _bptt_impl(rule, params, xs_tm, carry, dys_tm, dcarry_T, lengths, reverse, time_major):
-    dparams, dxs, dcarry0, _ = _bptt_scan(rule, params, xs_tm, carry, dys_tm, dcarry_T, lengths, reverse)
-    return dparams, (dxs if time_major else jnp.moveaxis(dxs, 0, -2)), dcarry0

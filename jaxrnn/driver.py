@@ -421,7 +421,6 @@ def rnn(
         padding anywhere (left padding, as Keras' ``pad_sequences`` makes by default, or gaps). A masked step keeps
         the carry and emits zeros, in either direction, as Keras' ``mask=`` (with ``zero_output_for_mask=True``;
         Keras' default repeats the previous output instead). With ``lengths`` too, a step runs when both allow it.
-        Differentiated by autodiff (``grad="analytic"`` is refused).
       resets: optional ``[*batch, T]`` booleans (``[T, *batch]`` with ``time_major=True``), True at the first step
         of each new segment (e.g. an episode start): the recurrence does not cross into a marked step. Running
         forward the carry is reset to ``cell.initial_state`` (zeros) before a marked step (at ``t = 0`` this
@@ -442,9 +441,9 @@ def rnn(
         means ``"analytic"`` for ``jaxrnn.lstm`` and ``jaxrnn.gru``, where it trains 1.1–1.4x faster on CPU
         (``benchmarks/``), and ``"autodiff"`` for every other cell. Same values either way; the analytic path does
         not support forward mode (``jax.jvp``, ``jacfwd``, ``hessian``): pass ``grad="autodiff"`` for those. With
-        ``checkpoint_every``, ``mask`` or ``resets`` the analytic path is not used (autodiff through the
-        rematerialised chunks, the mask or the resets). ``grad="analytic"`` on a user cell, or with ``mask`` or
-        ``resets``, raises ``ValueError``.
+        ``checkpoint_every`` or ``resets`` the analytic path is not used (autodiff through the rematerialised
+        chunks, or through the resets). ``grad="analytic"`` on a user cell, or with ``resets``, raises
+        ``ValueError``.
 
     Returns:
       ``(final_carry, ys)``: the carry after the last (valid) step, and ``ys [*batch, T, H]`` (or time-major), the
@@ -459,7 +458,7 @@ def rnn(
     use_analytic = _check_grad(cell, grad)
     if checkpoint_every is not None:
         checkpoint_every = _check_chunk(checkpoint_every, "checkpoint_every")
-    _refuse_analytic(grad, mask=mask, resets=resets)
+    _refuse_analytic(grad, resets=resets)
     prep = prepare(cell, params, xs, carry, lengths=lengths, time_major=time_major)
     resets_tm = None if resets is None else check_resets(resets, prep.batch_shape, prep.xs.shape[0], time_major)
     lengths, mask_tm = _step_validity(prep, mask, time_major)
@@ -474,20 +473,20 @@ def rnn(
         reverse=reverse,
         unroll=unroll,
         checkpoint_every=checkpoint_every,
-        analytic=use_analytic and checkpoint_every is None and resets is None and mask is None,
+        analytic=use_analytic and checkpoint_every is None and resets is None,
         mesh=batch_mesh(prep.batch_shape),
     )
     return final, _to_layout(ys, time_major)
 
 
 def _refuse_analytic(grad, **options) -> None:
-    """``ValueError`` when ``grad="analytic"`` comes with one of ``options`` (``mask``, ``resets``) set: the
-    hand-derived BPTT knows only right padding."""
+    """``ValueError`` when ``grad="analytic"`` comes with one of ``options`` (``resets``) set: the hand-derived
+    BPTT has no segment boundaries."""
     for name, value in options.items():
         if value is not None and grad == "analytic":
             raise ValueError(
-                f"grad='analytic' cannot be combined with {name}: the hand-derived BPTT knows only right padding "
-                f"(lengths); leave grad=None (autodiff is then used) or pass grad='autodiff'"
+                f"grad='analytic' cannot be combined with {name}: the hand-derived BPTT has no segment boundaries; "
+                f"leave grad=None (autodiff is then used) or pass grad='autodiff'"
             )
 
 
@@ -590,7 +589,7 @@ def _scan_whole(cell, params, xs_tm, carry, lengths, resets_tm, mask_tm, reverse
     if analytic:
         from jaxrnn.fastpath import analytic_scan
 
-        return analytic_scan(cell, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll)
+        return analytic_scan(cell, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, mask=mask_tm)
     if checkpoint_every is None:
         return scan_cell(cell.step, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, marks=marks,
                          reset_carry=reset_carry, mask=mask_tm)  # fmt: skip

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxrnn.analytic import _acc_dtype, _assemble, _lstm_delta, _masked_step, _masked_vjp
+from jaxrnn.analytic import _acc_dtype, _assemble, _lstm_delta, _masked_step, _masked_vjp, step_validity
 from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMState, gate_activations
 
 __all__ = ["MIN_BATCH", "MIN_GATE_WIDTH", "Kept", "backward", "forward", "use_feature_major"]
@@ -59,14 +59,21 @@ def _rows(a):
     return jnp.swapaxes(a, -1, -2)
 
 
-def _flat_valid(lengths, t):
-    """``[1, n]`` mask of the sequences still running at step ``t``."""
-    return t < lengths.reshape(1, -1)
+def _flat_valid(t, lengths, mask_t):
+    """``[1, n]`` mask of the sequences that run step ``t`` (``mask_t``: that step's ``[1, n]`` row of the step
+    mask), or None when all do."""
+    return step_validity(t, None if lengths is None else lengths.reshape(1, -1), mask_t)
 
 
-def forward(params: LSTMParams, xs_tm, carry: LSTMState, lengths=None, *, reverse=False, unroll=1):
+def _flat_mask(mask, num_steps, n):
+    """A step mask ``[T, *batch]`` as ``[T, 1, n]`` rows, or None."""
+    return None if mask is None else mask.reshape(num_steps, 1, n)
+
+
+def forward(params: LSTMParams, xs_tm, carry: LSTMState, lengths=None, *, reverse=False, unroll=1, mask=None):
     """The LSTM over ``xs_tm [T, *batch, D]`` from ``carry`` (each ``[*batch, H]``), as
-    :func:`jaxrnn.analytic.forward_with_residuals`: returns ``(final_carry, ys [T, *batch, H], Kept)``."""
+    :func:`jaxrnn.analytic.forward_with_residuals`: returns ``(final_carry, ys [T, *batch, H], Kept)``. ``Kept``'s
+    ``gates.c`` is the carried cell state: at a masked step, the one held."""
     num_steps, batch, hidden = xs_tm.shape[0], xs_tm.shape[1:-1], params.w_h.shape[0]
     n = math.prod(batch)
     xs_fm = _rows(xs_tm.reshape(num_steps, n, xs_tm.shape[-1]))  # [T, D, n]
@@ -75,25 +82,27 @@ def forward(params: LSTMParams, xs_tm, carry: LSTMState, lengths=None, *, revers
     start = LSTMState(*(_rows(leaf.reshape(n, hidden)) for leaf in carry))
 
     def body(c, inputs):
-        t, x = inputs
+        t, x, mask_t = inputs
         z = w_t @ jnp.concatenate([x, c.h.astype(x.dtype)], axis=0) + b_col
         act = gate_activations(z, c.c, axis=0)
         h = act.o * jnp.tanh(act.c)
         new, y = LSTMState(h=h, c=act.c), h
-        if lengths is not None:
-            new, y = _masked_step(_flat_valid(lengths, t), new, c, y)
-        return new, (y, Kept(h_prev=_rows(c.h), gates=act))
+        valid = _flat_valid(t, lengths, mask_t)
+        if valid is not None:
+            new, y = _masked_step(valid, new, c, y)
+        return new, (y, Kept(h_prev=_rows(c.h), gates=act._replace(c=new.c)))
 
-    final, (ys, kept) = lax.scan(body, start, (jnp.arange(num_steps), xs_fm), reverse=reverse, unroll=unroll)
+    inputs = (jnp.arange(num_steps), xs_fm, _flat_mask(mask, num_steps, n))
+    final, (ys, kept) = lax.scan(body, start, inputs, reverse=reverse, unroll=unroll)
     final = LSTMState(*(_rows(leaf).reshape(*batch, hidden) for leaf in final))
     # ys [T, H, n] turned once after the loop: XLA merges this with the caller's transpose to batch-major
     return final, _rows(ys).reshape(num_steps, *batch, hidden), kept
 
 
-def _cell_before(kept: Kept, c0, lengths, t, *, reverse):
-    """The cell state step ``t`` started from, ``[H, n]``: the previous step's ``c`` (the next one's when
-    ``reverse``), or ``c0`` at the first step. Under ``lengths`` a reversed sequence starts at its last valid step
-    (the masked steps after it keep ``c0``); what this gives at masked steps is never used."""
+def _cell_before(kept: Kept, c0, t, *, reverse):
+    """The cell state step ``t`` started from, ``[H, n]``: the previous step's carried ``c`` (the next one's when
+    ``reverse``), or ``c0`` at the first step. A masked step carried the ``c`` it was given, so this holds under
+    ``lengths`` and step masks too."""
     num_steps = kept.gates.c.shape[0]
     if num_steps == 0:  # the body is traced but never runs
         return c0
@@ -101,8 +110,7 @@ def _cell_before(kept: Kept, c0, lengths, t, *, reverse):
         before = lax.dynamic_index_in_dim(kept.gates.c, jnp.maximum(t - 1, 0), keepdims=False)
         return jnp.where(t > 0, before, c0)
     before = lax.dynamic_index_in_dim(kept.gates.c, jnp.minimum(t + 1, num_steps - 1), keepdims=False)
-    started = t + 1 < num_steps if lengths is None else _flat_valid(lengths, t + 1)
-    return jnp.where(started, before, c0)
+    return jnp.where(t + 1 < num_steps, before, c0)
 
 
 def backward(
@@ -116,6 +124,7 @@ def backward(
     *,
     reverse=False,
     unroll=1,
+    mask=None,
 ):
     """The VJP of :func:`forward` from ``carry0`` for cotangents ``dfinal`` (each ``[*batch, H]``) and ``dys [T,
     *batch, H]``: ``(LSTMParams of gradients, dxs [T, *batch, D], dcarry0)``, the same equations as
@@ -127,16 +136,15 @@ def backward(
     c0 = _rows(carry0.c.reshape(n, hidden)).astype(kept.gates.c.dtype)
 
     def body(dcarry, inputs):
-        t, gates, dy = inputs
-        c_prev = _cell_before(kept, c0, lengths, t, reverse=reverse)
+        t, gates, dy, mask_t = inputs
+        c_prev = _cell_before(kept, c0, t, reverse=reverse)
         delta = partial(_lstm_delta, params, LSTMState(h=None, c=c_prev), gates, axis=0)
         dy = _rows(dy)
-        da, _, dcarry_prev = (
-            delta(dcarry, dy) if lengths is None else _masked_vjp(delta, _flat_valid(lengths, t), dcarry, dy)
-        )
+        valid = _flat_valid(t, lengths, mask_t)
+        da, _, dcarry_prev = delta(dcarry, dy) if valid is None else _masked_vjp(delta, valid, dcarry, dy)
         return dcarry_prev, _rows(da)
 
-    inputs = (jnp.arange(num_steps), kept.gates, dys)
+    inputs = (jnp.arange(num_steps), kept.gates, dys, _flat_mask(mask, num_steps, n))
     dcarry0, da = lax.scan(body, dstart, inputs, reverse=not reverse, unroll=unroll)  # da [T, n, 4H]
     xs = xs_tm.reshape(num_steps, n, xs_tm.shape[-1])
     dparams = _assemble(params, xs, kept.h_prev, da, da)

@@ -18,6 +18,9 @@ CELLS = {
 BATCH = (2, 3)
 T, D, H = 5, 2, 3
 LENGTHS = np.array([[5, 3, 0], [1, 4, 2]], np.int32)
+MASK = np.array(
+    [[[0, 0, 1, 1, 1], [1, 0, 1, 0, 1], [0, 0, 0, 0, 0]], [[1, 1, 1, 1, 1], [0, 1, 1, 0, 0], [1, 0, 0, 1, 1]]], bool
+)
 
 
 pytestmark = pytest.mark.usefixtures("x64")  # every test here runs in float64 (conftest.py)
@@ -51,24 +54,27 @@ def rel_err(a, b):
     return max(errs)
 
 
-@pytest.mark.parametrize(("with_lengths", "reverse"), [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize(
+    ("padding", "reverse"), [(None, False), ("lengths", False), ("lengths", True), ("mask", False), ("mask", True)]
+)
 @pytest.mark.parametrize("name", list(CELLS))
-def test_bptt_equals_vjp_of_rnn(name, with_lengths, reverse):
+def test_bptt_equals_vjp_of_rnn(name, padding, reverse):
     cell, params, xs, carry0, dys, dcarry_t = make_case(name)
-    lengths = jnp.asarray(LENGTHS) if with_lengths else None
+    steps = {"lengths": jnp.asarray(LENGTHS) if padding == "lengths" else None}
+    steps["mask"] = MASK if padding == "mask" else None
 
     def run(p, x, c):
-        return jaxrnn.rnn(cell, p, x, c, lengths=lengths, reverse=reverse, grad="autodiff")
+        return jaxrnn.rnn(cell, p, x, c, reverse=reverse, grad="autodiff", **steps)
 
     _, vjp = jax.vjp(run, params, xs, carry0)
     want = vjp((dcarry_t, dys))
-    got = analytic.bptt(cell, params, xs, carry0, dys, dcarry_t, lengths=lengths, reverse=reverse)
+    got = analytic.bptt(cell, params, xs, carry0, dys, dcarry_t, reverse=reverse, **steps)
     assert jax.tree.structure(got) == jax.tree.structure(want)
     assert rel_err(want, got) < 1e-10
-    if with_lengths:  # masked steps get no input gradient
+    if padding:  # masked steps get no input gradient
         dxs = got[1]
-        mask = (np.arange(T) < LENGTHS[..., None])[..., None]
-        assert np.all(np.asarray(dxs)[~np.broadcast_to(mask, dxs.shape)] == 0)
+        mask = MASK if padding == "mask" else np.arange(T) < LENGTHS[..., None]
+        assert np.all(np.asarray(dxs)[~np.broadcast_to(mask[..., None], dxs.shape)] == 0)
 
 
 @pytest.mark.parametrize("name", list(CELLS))

@@ -584,13 +584,11 @@ def test_mask_with_truncated_rnn_vmap_and_several_batch_dims():
     assert_trees_close(jax.tree.map(lambda a: a[:, 0], vmapped), flat)
 
 
-def test_mask_takes_the_autodiff_path_and_refuses_analytic():
+def test_mask_of_all_steps_changes_nothing():
     cell, params = make("gru")
     xs = random_xs((4, 7, 3))
     everything = np.ones((4, 7), bool)
     assert_trees_close(jaxrnn.rnn(cell, params, xs, mask=everything), jaxrnn.rnn(cell, params, xs))
-    with pytest.raises(ValueError, match=r"grad='analytic' cannot be combined with mask"):
-        jaxrnn.rnn(cell, params, xs, mask=everything, grad="analytic")
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,14 @@ CELLS = {
 }
 BATCH, T, D, H = (2, 3), 6, 3, 4
 LENGTHS = np.array([[6, 3, 0], [1, 5, 2]], np.int32)
+# A step mask with padding anywhere: left padding, gaps, nothing valid, nothing masked.
+MASK = np.array(
+    [
+        [[0, 0, 1, 1, 1, 1], [1, 0, 1, 1, 0, 1], [0, 0, 0, 0, 0, 0]],
+        [[1, 1, 1, 1, 1, 1], [0, 1, 0, 1, 0, 1], [1, 1, 0, 0, 1, 1]],
+    ],
+    bool,
+)
 
 
 def make_case(name, dtype=jnp.float32, seed=0):
@@ -76,6 +84,25 @@ def test_analytic_gradients_equal_autodiff_float32_jit(name, with_lengths, rever
     np.testing.assert_allclose(loss_an, loss_ad, rtol=1e-6)
     assert jax.tree.structure(g_an) == jax.tree.structure(g_ad)
     assert rel_err(g_ad, g_an) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("name", "reverse"), [("lstm", False), ("lstm", True), ("gru", True), ("elman_tanh", False), ("elman_relu", True)]
+)
+def test_mask_takes_the_analytic_path_with_autodiff_gradients_float64(x64, name, reverse):
+    cell, params, xs, carry0 = make_case(name, dtype=jnp.float64)
+    kwargs = {"mask": MASK, "lengths": jnp.asarray(LENGTHS) if name == "gru" else None, "reverse": reverse}
+    out_ad = jaxrnn.rnn(cell, params, xs, carry0, grad="autodiff", **kwargs)
+    out_an = jaxrnn.rnn(cell, params, xs, carry0, grad="analytic", **kwargs)
+    assert rel_err(out_ad, out_an) < 1e-13
+    g_ad = jax.grad(make_loss(cell, "autodiff", **kwargs), argnums=(0, 1, 2))(params, xs, carry0)
+    g_an = jax.grad(make_loss(cell, "analytic", **kwargs), argnums=(0, 1, 2))(params, xs, carry0)
+    assert rel_err(g_ad, g_an) < 1e-12
+    valid = MASK & (np.arange(T) < LENGTHS[..., None]) if name == "gru" else MASK
+    assert not np.any(np.asarray(g_an[1])[~valid])  # masked steps get no input gradient
+    if name in ("lstm", "gru"):  # the default takes the analytic path under a mask
+        jaxpr = jax.make_jaxpr(lambda p: jnp.sum(jaxrnn.rnn(cell, p, xs, carry0, **kwargs)[1]))(params)
+        assert "custom_vjp_call" in str(jaxpr)
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru", "elman_tanh"])

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_fastpath import LENGTHS, make_case, make_loss, rel_err
+from test_fastpath import LENGTHS, MASK, make_case, make_loss, rel_err
 
 import jaxrnn
 from jaxrnn import fastpath, feature_major
@@ -34,20 +34,30 @@ def test_chosen_for_wide_cells_only():
     params = jaxrnn.lstm.init(jax.random.key(0), 3, 256)
     xs = jnp.zeros((5, 8, 3))
     carry = jaxrnn.lstm.initial_state(params, (8,))
-    kept = jax.eval_shape(lambda: fastpath._forward("lstm", False, 1, params, xs, carry, None)[2])
+    kept = jax.eval_shape(lambda: fastpath._forward("lstm", False, 1, params, xs, carry, None, None)[2])
     assert isinstance(kept, feature_major.Kept)
     assert kept.h_prev.shape == (5, 8, 256) and kept.gates.c.shape == (5, 256, 8)
     assert kept._fields == ("h_prev", "gates")  # the cell state a step started from is not kept twice
 
 
 @pytest.mark.usefixtures("x64", "always_feature_major")
-@pytest.mark.parametrize(("with_lengths", "reverse"), [(False, False), (True, False), (True, True), (False, True)])
-def test_float64_gradients_equal_autodiff(with_lengths, reverse):
+@pytest.mark.parametrize(
+    ("padding", "reverse"),
+    [(None, False), ("lengths", False), ("lengths", True), (None, True), ("mask", False), ("mask", True)],
+)
+def test_float64_gradients_equal_autodiff(padding, reverse):
+    """With a step mask (gaps, left padding) the cell state a step started from is still its neighbour's carried
+    ``c``: a masked step keeps it."""
     cell, params, xs, carry0 = make_case("lstm", dtype=jnp.float64, seed=2)
-    kwargs = {"lengths": jnp.asarray(LENGTHS) if with_lengths else None, "reverse": reverse}
+    kwargs = {"lengths": jnp.asarray(LENGTHS) if padding == "lengths" else None, "reverse": reverse}
+    mask_tm = None
+    if padding == "mask":
+        kwargs["mask"] = MASK
+        mask_tm = jnp.moveaxis(jnp.asarray(MASK), -1, 0)
     carry = jaxrnn.lstm.initial_state(params, LENGTHS.shape)
+    xs_tm = jnp.moveaxis(xs, -2, 0)
     kept = jax.eval_shape(
-        lambda: fastpath._forward("lstm", reverse, 1, params, jnp.moveaxis(xs, -2, 0), carry, kwargs["lengths"])[2]
+        lambda: fastpath._forward("lstm", reverse, 1, params, xs_tm, carry, kwargs["lengths"], mask_tm)[2]
     )
     assert isinstance(kept, feature_major.Kept)
 
