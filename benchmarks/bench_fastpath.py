@@ -6,6 +6,11 @@ excluded), the two paths interleaved run by run. Prints a markdown table; "speed
 
     python benchmarks/bench_fastpath.py              # all configs
     python benchmarks/bench_fastpath.py --quick      # small configs only, fewer reps
+    python benchmarks/bench_fastpath.py --padding mask   # Keras-style left padding, as a step mask
+
+``--padding lengths`` / ``mask`` gives every sequence a length drawn from ``[T/2, T]``: right padding described by
+``lengths``, or left padding (Keras' ``pad_sequences`` default) described by ``mask``; the loss is then the mean
+over valid steps.
 """
 
 from __future__ import annotations
@@ -31,41 +36,55 @@ CONFIGS = [
 CELLS = {"elman": jaxrnn.elman, "lstm": jaxrnn.lstm, "gru": jaxrnn.gru}
 
 
+PADDINGS = ("none", "lengths", "mask")
+
+
 def make_step(cell, grad: str, optimizer):
-    def loss_fn(params, xs, targets):
+    def loss_fn(params, xs, targets, steps):
         cell_params, readout = params
-        _, ys = jaxrnn.rnn(cell, cell_params, xs, grad=grad)
+        _, ys = jaxrnn.rnn(cell, cell_params, xs, grad=grad, **steps)
         pred = jnp.einsum("bth,ho->bto", ys, readout)
-        return jnp.mean((pred - targets) ** 2)
+        return jaxrnn.sequence_mse(pred, targets, **steps)
 
     @jax.jit
-    def step(params, opt_state, xs, targets):
-        loss, grads = jax.value_and_grad(loss_fn)(params, xs, targets)
+    def step(params, opt_state, xs, targets, steps):
+        loss, grads = jax.value_and_grad(loss_fn)(params, xs, targets, steps)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
     return step
 
 
-def time_config(name, batch, steps, features, hidden, reps, dtype=jnp.float32):
+def step_options(padding: str, batch: int, steps: int, key) -> dict:
+    """``{}``, ``{"lengths": ...}`` or ``{"mask": ...}`` (left padding) for lengths drawn from ``[T/2, T]``."""
+    if padding == "none":
+        return {}
+    lengths = jax.random.randint(key, (batch,), steps // 2, steps + 1)
+    if padding == "lengths":
+        return {"lengths": lengths}
+    return {"mask": jaxrnn.sequence_mask(lengths, steps, padding="pre")}
+
+
+def time_config(name, batch, steps, features, hidden, reps, dtype=jnp.float32, padding="none"):
     cell = CELLS[name]
-    k_p, k_r, k_x, k_y = jax.random.split(jax.random.key(0), 4)
+    k_p, k_r, k_x, k_y, k_n = jax.random.split(jax.random.key(0), 5)
     params = (cell.init(k_p, features, hidden, dtype=dtype), 0.1 * jax.random.normal(k_r, (hidden, 1), dtype))
     xs = jax.random.normal(k_x, (batch, steps, features), dtype)
     targets = jax.random.normal(k_y, (batch, steps, 1), dtype)
+    options = step_options(padding, batch, steps, k_n)
     optimizer = optax.adam(1e-3)
     runs = {}
     for grad in ("autodiff", "analytic"):
         step = make_step(cell, grad, optimizer)
         state = [params, optimizer.init(params)]
         for _ in range(2):  # compile + warm-up
-            state[0], state[1], loss = step(state[0], state[1], xs, targets)
+            state[0], state[1], loss = step(state[0], state[1], xs, targets, options)
         loss.block_until_ready()
         runs[grad] = (step, state, [])
     for _ in range(reps):  # interleaved, so that load from other processes hits both alike
         for step, state, times in runs.values():
             t0 = time.perf_counter()
-            state[0], state[1], loss = step(state[0], state[1], xs, targets)
+            state[0], state[1], loss = step(state[0], state[1], xs, targets, options)
             loss.block_until_ready()
             times.append(time.perf_counter() - t0)
     result = {grad: statistics.median(times) for grad, (_, _, times) in runs.items()}
@@ -76,15 +95,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the large config; 5 reps each")
     parser.add_argument("--reps", type=int, default=None, help="override the number of timed runs")
+    parser.add_argument("--padding", choices=PADDINGS, default="none", help="variable lengths as lengths or a mask")
     args = parser.parse_args(argv)
     configs = [c for c in CONFIGS if not (args.quick and c[4] >= 512)]
-    print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}")
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}, padding {args.padding}")
     print()
     print("| cell | B | T | D | H | autodiff ms/step | analytic ms/step | speed-up |")
     print("|---|---|---|---|---|---|---|---|")
     for name, batch, steps, features, hidden, reps in configs:
         reps = args.reps or (5 if args.quick else reps)
-        r = time_config(name, batch, steps, features, hidden, reps)
+        r = time_config(name, batch, steps, features, hidden, reps, padding=args.padding)
         ad, an = 1e3 * r["autodiff"], 1e3 * r["analytic"]
         print(
             f"| {name} | {batch} | {steps} | {features} | {hidden} | {ad:.2f} | {an:.2f} | {ad / an:.2f}x |", flush=True
