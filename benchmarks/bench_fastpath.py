@@ -10,7 +10,8 @@ excluded), the two paths interleaved run by run. Prints a markdown table; "speed
 
 ``--padding lengths`` / ``mask`` gives every sequence a length drawn from ``[T/2, T]``: right padding described by
 ``lengths``, or left padding (Keras' ``pad_sequences`` default) described by ``mask``; the loss is then the mean
-over valid steps.
+over valid steps. ``--padding resets`` packs episodes into each row instead: a segment starts at each step with
+probability 0.05.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ CONFIGS = [
 CELLS = {"elman": jaxrnn.elman, "lstm": jaxrnn.lstm, "gru": jaxrnn.gru}
 
 
-PADDINGS = ("none", "lengths", "mask")
+PADDINGS = ("none", "lengths", "mask", "resets")
 
 
 def make_step(cell, grad: str, optimizer):
@@ -44,7 +45,7 @@ def make_step(cell, grad: str, optimizer):
         cell_params, readout = params
         _, ys = jaxrnn.rnn(cell, cell_params, xs, grad=grad, **steps)
         pred = jnp.einsum("bth,ho->bto", ys, readout)
-        return jaxrnn.sequence_mse(pred, targets, **steps)
+        return jaxrnn.sequence_mse(pred, targets, **{k: v for k, v in steps.items() if k != "resets"})
 
     @jax.jit
     def step(params, opt_state, xs, targets, steps):
@@ -56,9 +57,12 @@ def make_step(cell, grad: str, optimizer):
 
 
 def step_options(padding: str, batch: int, steps: int, key) -> dict:
-    """``{}``, ``{"lengths": ...}`` or ``{"mask": ...}`` (left padding) for lengths drawn from ``[T/2, T]``."""
+    """``{}``, ``{"lengths": ...}`` or ``{"mask": ...}`` (left padding) for lengths drawn from ``[T/2, T]``, or
+    ``{"resets": ...}`` with a segment start at each step with probability 0.05."""
     if padding == "none":
         return {}
+    if padding == "resets":
+        return {"resets": jax.random.bernoulli(key, 0.05, (batch, steps))}
     lengths = jax.random.randint(key, (batch,), steps // 2, steps + 1)
     if padding == "lengths":
         return {"lengths": lengths}

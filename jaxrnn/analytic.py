@@ -37,6 +37,7 @@ three cells the output is the new hidden state, so the two add. :func:`bptt` cha
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -44,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxrnn._checks import as_float_array, check_tree_matches, is_concrete, shape_str
+from jaxrnn._checks import as_float_array, check_resets, check_tree_matches, is_concrete, shape_str
 from jaxrnn.cells import elman as _elman
 from jaxrnn.cells import gru as _gru
 from jaxrnn.cells import lstm as _lstm
@@ -52,7 +53,7 @@ from jaxrnn.cells.base import Cell, add_bias
 from jaxrnn.cells.elman import ElmanParams
 from jaxrnn.cells.gru import GRUParams
 from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMState
-from jaxrnn.driver import _step_validity, prepare
+from jaxrnn.driver import _step_validity, prepare, reset_marks
 from jaxrnn.mlp import MLPParams, hidden_activations
 
 __all__ = [
@@ -394,6 +395,25 @@ def step_validity(t, lengths, mask_t):
     return None if lengths is None else t < lengths
 
 
+def reset_carry(mark_t, carry):
+    """The carry a step starts from: zeros (the built-in cells' initial state) where ``mark_t [*batch]`` (a segment
+    start, from :func:`jaxrnn.driver.reset_marks`), else ``carry``; ``carry`` itself without marks."""
+    return carry if mark_t is None else _mask_tree(mark_t, jax.tree.map(jnp.zeros_like, carry), carry)
+
+
+def cut_at_resets(vjp, mark_t):
+    """``vjp(...) -> (*cotangents, dcarry_prev)`` with ``dcarry_prev`` zero where ``mark_t``: a reset replaced the
+    carry there, so no gradient flows into the previous step. ``vjp`` itself without marks."""
+    if mark_t is None:
+        return vjp
+
+    def cut(*args):
+        *cotangents, dcarry_prev = vjp(*args)
+        return (*cotangents, reset_carry(mark_t, dcarry_prev))
+
+    return cut
+
+
 def _masked_step(valid, new, old, y):
     """One step under ``lengths`` or a mask: where ``valid`` (broadcastable to ``y``) the new carry and ``y``, elsewhere the
     old carry and zeros."""
@@ -410,7 +430,17 @@ def _masked_vjp(vjp, valid, dcarry, dy):
 
 
 def forward_with_residuals(
-    rule: StepRule, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1, pack: bool = False, mask=None
+    rule: StepRule,
+    params,
+    xs_tm,
+    carry,
+    lengths=None,
+    *,
+    reverse=False,
+    unroll=1,
+    pack: bool = False,
+    mask=None,
+    marks=None,
 ):
     """Run the cell over ``xs_tm [T, *batch, D]`` keeping, per step, the carry it started from and the residuals.
 
@@ -418,20 +448,23 @@ def forward_with_residuals(
     over time ``[T, ...]``, or with ``pack=True`` those leaves concatenated along their last axis into one
     ``[T, *batch, Σ widths]`` array (one write per step instead of one per leaf; the leaves must share dtype and
     batch shape). With ``lengths`` (or a step ``mask [T, *batch]``), masked steps (``t >= lengths``, or False in
-    ``mask``) keep the carry and emit zeros, as :func:`jaxrnn.rnn` does.
+    ``mask``) keep the carry and emit zeros, as :func:`jaxrnn.rnn` does. With ``marks [T, *batch]`` (segment
+    starts, from :func:`jaxrnn.driver.reset_marks`) a marked step starts from zeros; ``carries_prev`` holds the
+    carry each step actually started from.
     """
     times = jnp.arange(xs_tm.shape[0])
 
     def body(c, inputs):
-        t, x, mask_t = inputs
-        new_c, y, res = rule.forward(params, c, x)
+        t, x, mask_t, mark_t = inputs
+        c_in = reset_carry(mark_t, c)
+        new_c, y, res = rule.forward(params, c_in, x)
         valid = step_validity(t, lengths, mask_t)
         if valid is not None:
             new_c, y = _masked_step(valid[..., None], new_c, c, y)
-        kept = jnp.concatenate(jax.tree.leaves((c, res)), axis=-1) if pack else (c, res)
+        kept = jnp.concatenate(jax.tree.leaves((c_in, res)), axis=-1) if pack else (c_in, res)
         return new_c, (y, kept)
 
-    final, (ys, kept) = lax.scan(body, carry, (times, xs_tm, mask), reverse=reverse, unroll=unroll)
+    final, (ys, kept) = lax.scan(body, carry, (times, xs_tm, mask, marks), reverse=reverse, unroll=unroll)
     return final, ys, kept
 
 
@@ -447,11 +480,22 @@ def _check_cotangent(value, name: str, expected, hint: str):
 
 
 def bptt(
-    cell: Cell, params, xs, carry0, dys, dcarry_T=None, *, lengths=None, mask=None, time_major=False, reverse=False
+    cell: Cell,
+    params,
+    xs,
+    carry0,
+    dys,
+    dcarry_T=None,
+    *,
+    lengths=None,
+    mask=None,
+    resets=None,
+    time_major=False,
+    reverse=False,
 ):
     """Backpropagation through time by hand: the exact VJP of ``jaxrnn.rnn(cell, params, xs, carry0, ...)``.
 
-    With ``(final, ys) = rnn(cell, params, xs, carry0, lengths=lengths, mask=mask, reverse=reverse, time_major=...)``
+    With ``(final, ys) = rnn(cell, params, xs, carry0, lengths=..., mask=..., resets=..., reverse=..., time_major=...)``
     and a scalar ``L`` with ``∂L/∂ys = dys`` and ``∂L/∂final = dcarry_T``, returns ``(∂L/∂params, ∂L/∂xs,
     ∂L/∂carry0)``. One forward ``lax.scan`` keeps residuals; one reverse ``lax.scan`` runs the cell's step VJP
     (:func:`elman_step_vjp`, :func:`lstm_step_vjp`, :func:`gru_step_vjp`) from the last step to the first::
@@ -462,11 +506,13 @@ def bptt(
 
     With ``lengths`` or ``mask``, a masked step (``t >= lengths``, or False in ``mask``) passed the carry through and emitted zero, so its VJP passes
     ``dcarry`` through unchanged, ignores ``dy_t`` and contributes nothing to ``dparams`` and ``dx_t`` (zero).
-    With ``reverse=True`` the forward ran from ``T-1`` to 0, so the backward runs from 0 to ``T-1``.
+    With ``resets``, a step that started from zeros passes no ``dcarry`` to the step before it. With
+    ``reverse=True`` the forward ran from ``T-1`` to 0, so the backward runs from 0 to ``T-1``.
 
     Args:
       cell: a built-in cell (``jaxrnn.elman`` with tanh or relu, ``jaxrnn.lstm``, ``jaxrnn.gru``).
-      params, xs, carry0, lengths, mask, time_major, reverse: as for :func:`jaxrnn.rnn` (``carry0=None``: zeros).
+      params, xs, carry0, lengths, mask, resets, time_major, reverse: as for :func:`jaxrnn.rnn` (``carry0=None``:
+        zeros).
       dys: cotangent of ``ys``, shape ``[*batch, T, H]`` (``[T, *batch, H]`` with ``time_major``).
       dcarry_T: cotangent of the final carry (the carry's structure, ``[*batch, H]`` leaves); None means zero.
 
@@ -498,23 +544,30 @@ def bptt(
             dcarry_T, "dcarry_T", expected_carry, "It is the cotangent of the final carry, shaped like the carry."
         )
     lengths, mask_tm = _step_validity(prep, mask, time_major)
+    marks = None
+    if resets is not None:
+        resets_tm = check_resets(resets, batch_shape, num_steps, time_major)
+        marks = reset_marks(resets_tm, lengths, reverse=reverse, mask=mask_tm)
     dparams, dxs, dcarry0, _ = _bptt_scan(
-        rule, params, prep.xs, prep.carry, dys_tm, dcarry_T, lengths, reverse, mask_tm
+        rule, params, prep.xs, prep.carry, dys_tm, dcarry_T, lengths, reverse, mask_tm, marks
     )
     return dparams, (dxs if time_major else jnp.moveaxis(dxs, 0, -2)), dcarry0
 
 
-def _bptt_scan(rule, params, xs_tm, carry, dys_tm, dcarry_T, lengths, reverse, mask=None):
+def _bptt_scan(rule, params, xs_tm, carry, dys_tm, dcarry_T, lengths, reverse, mask=None, marks=None):
     """The two scans of :func:`bptt` on validated time-major inputs. Returns ``(dparams, dxs_tm, dcarry0,
     dcarries)`` where ``dcarries[t]`` is the cotangent of the carry after step ``t`` (before adding ``dys[t]``)."""
-    _, _, (carries, res) = forward_with_residuals(rule, params, xs_tm, carry, lengths, reverse=reverse, mask=mask)
+    _, _, (carries, res) = forward_with_residuals(
+        rule, params, xs_tm, carry, lengths, reverse=reverse, mask=mask, marks=marks
+    )
     times = jnp.arange(xs_tm.shape[0])
     zero_params = jax.tree.map(jnp.zeros_like, params)
 
     def body(acc, inputs):
         dparams, dcarry = acc
-        t, x, c, r, dy, mask_t = inputs
+        t, x, c, r, dy, mask_t, mark_t = inputs
 
+        @partial(cut_at_resets, mark_t=mark_t)
         def vjp(dc, dy):
             dp, dcarry_prev, dx = rule.step_vjp(params, c, x, r, dc, dy)
             return dp, dx, dcarry_prev
@@ -528,6 +581,6 @@ def _bptt_scan(rule, params, xs_tm, carry, dys_tm, dcarry_T, lengths, reverse, m
         return (dparams, dcarry_prev), (dx, dcarry)
 
     (dparams, dcarry0), (dxs, dcarries) = lax.scan(
-        body, (zero_params, dcarry_T), (times, xs_tm, carries, res, dys_tm, mask), reverse=not reverse
+        body, (zero_params, dcarry_T), (times, xs_tm, carries, res, dys_tm, mask, marks), reverse=not reverse
     )
     return dparams, dxs, dcarry0, dcarries

@@ -425,7 +425,7 @@ def rnn(
         of each new segment (e.g. an episode start): the recurrence does not cross into a marked step. Running
         forward the carry is reset to ``cell.initial_state`` (zeros) before a marked step (at ``t = 0`` this
         replaces ``carry``); with ``reverse=True``, before the step that precedes it. Every segment then gives
-        exactly what it gives run alone. Differentiated by autodiff (``grad="analytic"`` is refused).
+        exactly what it gives run alone. With ``mask``, a reset on a masked step starts the next valid step.
       reverse: run from the last step to the first (from each sequence's last valid step, with ``lengths`` or
         ``mask``).
       time_major: the layout of ``xs`` and of the returned ``ys``.
@@ -441,9 +441,8 @@ def rnn(
         means ``"analytic"`` for ``jaxrnn.lstm`` and ``jaxrnn.gru``, where it trains 1.1–1.4x faster on CPU
         (``benchmarks/``), and ``"autodiff"`` for every other cell. Same values either way; the analytic path does
         not support forward mode (``jax.jvp``, ``jacfwd``, ``hessian``): pass ``grad="autodiff"`` for those. With
-        ``checkpoint_every`` or ``resets`` the analytic path is not used (autodiff through the rematerialised
-        chunks, or through the resets). ``grad="analytic"`` on a user cell, or with ``resets``, raises
-        ``ValueError``.
+        ``checkpoint_every`` the analytic path is not used (autodiff through the rematerialised chunks).
+        ``grad="analytic"`` on a user cell raises ``ValueError``.
 
     Returns:
       ``(final_carry, ys)``: the carry after the last (valid) step, and ``ys [*batch, T, H]`` (or time-major), the
@@ -458,7 +457,6 @@ def rnn(
     use_analytic = _check_grad(cell, grad)
     if checkpoint_every is not None:
         checkpoint_every = _check_chunk(checkpoint_every, "checkpoint_every")
-    _refuse_analytic(grad, resets=resets)
     prep = prepare(cell, params, xs, carry, lengths=lengths, time_major=time_major)
     resets_tm = None if resets is None else check_resets(resets, prep.batch_shape, prep.xs.shape[0], time_major)
     lengths, mask_tm = _step_validity(prep, mask, time_major)
@@ -473,21 +471,10 @@ def rnn(
         reverse=reverse,
         unroll=unroll,
         checkpoint_every=checkpoint_every,
-        analytic=use_analytic and checkpoint_every is None and resets is None,
+        analytic=use_analytic and checkpoint_every is None,
         mesh=batch_mesh(prep.batch_shape),
     )
     return final, _to_layout(ys, time_major)
-
-
-def _refuse_analytic(grad, **options) -> None:
-    """``ValueError`` when ``grad="analytic"`` comes with one of ``options`` (``resets``) set: the hand-derived
-    BPTT has no segment boundaries."""
-    for name, value in options.items():
-        if value is not None and grad == "analytic":
-            raise ValueError(
-                f"grad='analytic' cannot be combined with {name}: the hand-derived BPTT has no segment boundaries; "
-                f"leave grad=None (autodiff is then used) or pass grad='autodiff'"
-            )
 
 
 def _step_validity(prep, mask, time_major):
@@ -589,7 +576,9 @@ def _scan_whole(cell, params, xs_tm, carry, lengths, resets_tm, mask_tm, reverse
     if analytic:
         from jaxrnn.fastpath import analytic_scan
 
-        return analytic_scan(cell, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, mask=mask_tm)
+        return analytic_scan(
+            cell, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, mask=mask_tm, marks=marks
+        )
     if checkpoint_every is None:
         return scan_cell(cell.step, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, marks=marks,
                          reset_carry=reset_carry, mask=mask_tm)  # fmt: skip

@@ -44,6 +44,7 @@ from jaxrnn.analytic import (
     _assemble,
     _hidden,
     _masked_vjp,
+    cut_at_resets,
     forward_with_residuals,
     step_validity,
 )
@@ -66,28 +67,31 @@ def has_rule(cell) -> bool:
     return getattr(cell, "step", None) in _RULES
 
 
-def analytic_scan(cell, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1, mask=None):
+def analytic_scan(cell, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1, mask=None, marks=None):
     """Like :func:`jaxrnn.driver.scan_cell` (time-major ``xs_tm [T, *batch, D]``, validated inputs; ``lengths`` or a
-    step ``mask [T, *batch]``) with the analytic backward. Returns ``(final_carry, ys [T, *batch, H])``."""
+    step ``mask [T, *batch]``; segment-start ``marks [T, *batch]`` from :func:`jaxrnn.driver.reset_marks`, where the
+    carry restarts from zeros) with the analytic backward. Returns ``(final_carry, ys [T, *batch, H])``."""
     rule = _RULES[cell.step]
-    return _scan(rule.name, bool(reverse), unroll, params, xs_tm, carry, lengths, mask)
+    return _scan(rule.name, bool(reverse), unroll, params, xs_tm, carry, lengths, mask, marks)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _scan(name, reverse, unroll, params, xs_tm, carry, lengths, mask):
-    final, ys, _ = _forward(name, reverse, unroll, params, xs_tm, carry, lengths, mask)
+def _scan(name, reverse, unroll, params, xs_tm, carry, lengths, mask, marks):
+    final, ys, _ = _forward(name, reverse, unroll, params, xs_tm, carry, lengths, mask, marks)
     return final, ys
 
 
-def _forward(name, reverse, unroll, params, xs_tm, carry, lengths, mask):
+def _forward(name, reverse, unroll, params, xs_tm, carry, lengths, mask, marks=None):
     """``(final, ys, kept)``: the wide LSTM runs feature-major (:mod:`jaxrnn.feature_major`), every other cell
     row-major, its residuals packed when small."""
     if name == "lstm" and feature_major.use_feature_major(params, xs_tm):
-        return feature_major.forward(params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, mask=mask)
+        return feature_major.forward(
+            params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, mask=mask, marks=marks
+        )
     rule = _BY_NAME[name]
     pack = _residual_layout(rule, params, carry, step_input(xs_tm)) is not None
     return forward_with_residuals(
-        rule, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, pack=pack, mask=mask
+        rule, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, pack=pack, mask=mask, marks=marks
     )
 
 
@@ -115,45 +119,45 @@ def _unpack(layout, packed):
     return jax.tree.unflatten(treedef, jnp.split(packed, indices, axis=-1))
 
 
-def _scan_fwd(name, reverse, unroll, params, xs_tm, carry, lengths, mask):
-    final, ys, kept = _forward(name, reverse, unroll, params, xs_tm, carry, lengths, mask)
+def _scan_fwd(name, reverse, unroll, params, xs_tm, carry, lengths, mask, marks):
+    final, ys, kept = _forward(name, reverse, unroll, params, xs_tm, carry, lengths, mask, marks)
     # the initial carry (one step's size) is kept for the feature-major backward and for its varying mesh axes
-    return (final, ys), (params, xs_tm, carry, kept, lengths, mask)
+    return (final, ys), (params, xs_tm, carry, kept, lengths, mask, marks)
 
 
 def _scan_bwd(name, reverse, unroll, saved, cotangents):
-    params, xs_tm, carry0, kept, lengths, mask = saved
+    params, xs_tm, carry0, kept, lengths, mask, marks = saved
     dfinal, dys = cotangents
     dtype = params.w_h.dtype
     dys = dys.astype(dtype)
     dfinal = match_varying(jax.tree.map(lambda d: d.astype(dtype), dfinal), params, xs_tm, kept, dys)
     if isinstance(kept, feature_major.Kept):
         dparams, dxs, dcarry0 = feature_major.backward(
-            params, xs_tm, carry0, kept, lengths, dfinal, dys, reverse=reverse, unroll=unroll, mask=mask
+            params, xs_tm, carry0, kept, lengths, dfinal, dys, reverse=reverse, unroll=unroll, mask=mask, marks=marks
         )
     else:
         dparams, dxs, dcarry0 = _backward(
-            _BY_NAME[name], reverse, unroll, params, xs_tm, kept, lengths, dfinal, dys, mask
+            _BY_NAME[name], reverse, unroll, params, xs_tm, kept, lengths, dfinal, dys, mask, marks
         )
     grads = sum_to_varying(dparams, params), sum_to_varying(dxs, xs_tm), sum_to_varying(dcarry0, carry0)
-    return (*grads, None, None)
+    return (*grads, None, None, None)
 
 
-def _backward(rule: StepRule, reverse, unroll, params, xs_tm, kept, lengths, dfinal, dys, mask=None):
+def _backward(rule: StepRule, reverse, unroll, params, xs_tm, kept, lengths, dfinal, dys, mask=None, marks=None):
     """The row-major backward: ``(dparams, dxs, dcarry0)``."""
     # kept is (carries, residuals), or one packed array whose layout follows from the carry's shapes
     layout = None if isinstance(kept, tuple) else _residual_layout(rule, params, dfinal, step_input(xs_tm))
     times = jnp.arange(xs_tm.shape[0])
 
     def body(dcarry, inputs):
-        t, step_res, dy, mask_t = inputs
+        t, step_res, dy, mask_t, mark_t = inputs
         c, r = step_res if layout is None else _unpack(layout, step_res)
-        delta = partial(rule.delta, params, c, r)
+        delta = cut_at_resets(partial(rule.delta, params, c, r), mark_t)
         valid = step_validity(t, lengths, mask_t)
         da, du, dcarry_prev = delta(dcarry, dy) if valid is None else _masked_vjp(delta, valid[..., None], dcarry, dy)
         return dcarry_prev, (da, None if du is da else du)
 
-    dcarry0, (da, du) = lax.scan(body, dfinal, (times, kept, dys, mask), reverse=not reverse, unroll=unroll)
+    dcarry0, (da, du) = lax.scan(body, dfinal, (times, kept, dys, mask, marks), reverse=not reverse, unroll=unroll)
     carries = (kept if layout is None else _unpack(layout, kept))[0]
     # Elman and LSTM: du is da (only the GRU's n gate differs), so it is emitted once.
     dparams = _assemble(params, xs_tm, _hidden(carries), da, da if du is None else du)

@@ -31,7 +31,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxrnn.analytic import _acc_dtype, _assemble, _lstm_delta, _masked_step, _masked_vjp, step_validity
+from jaxrnn.analytic import (
+    _acc_dtype,
+    _assemble,
+    _lstm_delta,
+    _masked_step,
+    _masked_vjp,
+    cut_at_resets,
+    reset_carry,
+    step_validity,
+)
 from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMState, gate_activations
 
 __all__ = ["MIN_BATCH", "MIN_GATE_WIDTH", "Kept", "backward", "forward", "use_feature_major"]
@@ -66,14 +75,17 @@ def _flat_valid(t, lengths, mask_t):
 
 
 def _flat_mask(mask, num_steps, n):
-    """A step mask ``[T, *batch]`` as ``[T, 1, n]`` rows, or None."""
+    """A step mask (or reset marks) ``[T, *batch]`` as ``[T, 1, n]`` rows, or None."""
     return None if mask is None else mask.reshape(num_steps, 1, n)
 
 
-def forward(params: LSTMParams, xs_tm, carry: LSTMState, lengths=None, *, reverse=False, unroll=1, mask=None):
+def forward(
+    params: LSTMParams, xs_tm, carry: LSTMState, lengths=None, *, reverse=False, unroll=1, mask=None, marks=None
+):
     """The LSTM over ``xs_tm [T, *batch, D]`` from ``carry`` (each ``[*batch, H]``), as
     :func:`jaxrnn.analytic.forward_with_residuals`: returns ``(final_carry, ys [T, *batch, H], Kept)``. ``Kept``'s
-    ``gates.c`` is the carried cell state: at a masked step, the one held."""
+    ``gates.c`` is the carried cell state: at a masked step, the one held. ``marks``: segment starts, where a step
+    starts from zeros (``h_prev`` is then zero)."""
     num_steps, batch, hidden = xs_tm.shape[0], xs_tm.shape[1:-1], params.w_h.shape[0]
     n = math.prod(batch)
     xs_fm = _rows(xs_tm.reshape(num_steps, n, xs_tm.shape[-1]))  # [T, D, n]
@@ -82,17 +94,18 @@ def forward(params: LSTMParams, xs_tm, carry: LSTMState, lengths=None, *, revers
     start = LSTMState(*(_rows(leaf.reshape(n, hidden)) for leaf in carry))
 
     def body(c, inputs):
-        t, x, mask_t = inputs
-        z = w_t @ jnp.concatenate([x, c.h.astype(x.dtype)], axis=0) + b_col
-        act = gate_activations(z, c.c, axis=0)
+        t, x, mask_t, mark_t = inputs
+        c_in = reset_carry(mark_t, c)
+        z = w_t @ jnp.concatenate([x, c_in.h.astype(x.dtype)], axis=0) + b_col
+        act = gate_activations(z, c_in.c, axis=0)
         h = act.o * jnp.tanh(act.c)
         new, y = LSTMState(h=h, c=act.c), h
         valid = _flat_valid(t, lengths, mask_t)
         if valid is not None:
             new, y = _masked_step(valid, new, c, y)
-        return new, (y, Kept(h_prev=_rows(c.h), gates=act._replace(c=new.c)))
+        return new, (y, Kept(h_prev=_rows(c_in.h), gates=act._replace(c=new.c)))
 
-    inputs = (jnp.arange(num_steps), xs_fm, _flat_mask(mask, num_steps, n))
+    inputs = (jnp.arange(num_steps), xs_fm, _flat_mask(mask, num_steps, n), _flat_mask(marks, num_steps, n))
     final, (ys, kept) = lax.scan(body, start, inputs, reverse=reverse, unroll=unroll)
     final = LSTMState(*(_rows(leaf).reshape(*batch, hidden) for leaf in final))
     # ys [T, H, n] turned once after the loop: XLA merges this with the caller's transpose to batch-major
@@ -102,7 +115,7 @@ def forward(params: LSTMParams, xs_tm, carry: LSTMState, lengths=None, *, revers
 def _cell_before(kept: Kept, c0, t, *, reverse):
     """The cell state step ``t`` started from, ``[H, n]``: the previous step's carried ``c`` (the next one's when
     ``reverse``), or ``c0`` at the first step. A masked step carried the ``c`` it was given, so this holds under
-    ``lengths`` and step masks too."""
+    ``lengths`` and step masks too. (Before a reset mark the caller replaces it by zeros.)"""
     num_steps = kept.gates.c.shape[0]
     if num_steps == 0:  # the body is traced but never runs
         return c0
@@ -125,6 +138,7 @@ def backward(
     reverse=False,
     unroll=1,
     mask=None,
+    marks=None,
 ):
     """The VJP of :func:`forward` from ``carry0`` for cotangents ``dfinal`` (each ``[*batch, H]``) and ``dys [T,
     *batch, H]``: ``(LSTMParams of gradients, dxs [T, *batch, D], dcarry0)``, the same equations as
@@ -136,15 +150,15 @@ def backward(
     c0 = _rows(carry0.c.reshape(n, hidden)).astype(kept.gates.c.dtype)
 
     def body(dcarry, inputs):
-        t, gates, dy, mask_t = inputs
-        c_prev = _cell_before(kept, c0, t, reverse=reverse)
-        delta = partial(_lstm_delta, params, LSTMState(h=None, c=c_prev), gates, axis=0)
+        t, gates, dy, mask_t, mark_t = inputs
+        c_prev = reset_carry(mark_t, _cell_before(kept, c0, t, reverse=reverse))
+        delta = cut_at_resets(partial(_lstm_delta, params, LSTMState(h=None, c=c_prev), gates, axis=0), mark_t)
         dy = _rows(dy)
         valid = _flat_valid(t, lengths, mask_t)
         da, _, dcarry_prev = delta(dcarry, dy) if valid is None else _masked_vjp(delta, valid, dcarry, dy)
         return dcarry_prev, _rows(da)
 
-    inputs = (jnp.arange(num_steps), kept.gates, dys, _flat_mask(mask, num_steps, n))
+    inputs = (jnp.arange(num_steps), kept.gates, dys, _flat_mask(mask, num_steps, n), _flat_mask(marks, num_steps, n))
     dcarry0, da = lax.scan(body, dstart, inputs, reverse=not reverse, unroll=unroll)  # da [T, n, 4H]
     xs = xs_tm.reshape(num_steps, n, xs_tm.shape[-1])
     dparams = _assemble(params, xs, kept.h_prev, da, da)

@@ -18,6 +18,9 @@ CELLS = {
 BATCH = (2, 3)
 T, D, H = 5, 2, 3
 LENGTHS = np.array([[5, 3, 0], [1, 4, 2]], np.int32)
+RESETS = np.array(
+    [[[0, 0, 1, 0, 1], [1, 0, 0, 1, 0], [0, 1, 0, 0, 0]], [[0, 0, 0, 0, 0], [0, 0, 1, 1, 0], [0, 1, 0, 0, 1]]], bool
+)
 MASK = np.array(
     [[[0, 0, 1, 1, 1], [1, 0, 1, 0, 1], [0, 0, 0, 0, 0]], [[1, 1, 1, 1, 1], [0, 1, 1, 0, 0], [1, 0, 0, 1, 1]]], bool
 )
@@ -55,13 +58,16 @@ def rel_err(a, b):
 
 
 @pytest.mark.parametrize(
-    ("padding", "reverse"), [(None, False), ("lengths", False), ("lengths", True), ("mask", False), ("mask", True)]
-)
+    ("padding", "reverse"),
+    [(None, False), ("lengths", False), ("lengths", True), ("mask", False), ("mask", True), ("resets", False),
+     ("resets", True)],
+)  # fmt: skip
 @pytest.mark.parametrize("name", list(CELLS))
 def test_bptt_equals_vjp_of_rnn(name, padding, reverse):
     cell, params, xs, carry0, dys, dcarry_t = make_case(name)
     steps = {"lengths": jnp.asarray(LENGTHS) if padding == "lengths" else None}
-    steps["mask"] = MASK if padding == "mask" else None
+    steps["mask"] = MASK if padding in ("mask", "resets") else None
+    steps["resets"] = RESETS if padding == "resets" else None
 
     def run(p, x, c):
         return jaxrnn.rnn(cell, p, x, c, reverse=reverse, grad="autodiff", **steps)
@@ -73,7 +79,7 @@ def test_bptt_equals_vjp_of_rnn(name, padding, reverse):
     assert rel_err(want, got) < 1e-10
     if padding:  # masked steps get no input gradient
         dxs = got[1]
-        mask = MASK if padding == "mask" else np.arange(T) < LENGTHS[..., None]
+        mask = MASK if padding in ("mask", "resets") else np.arange(T) < LENGTHS[..., None]
         assert np.all(np.asarray(dxs)[~np.broadcast_to(mask[..., None], dxs.shape)] == 0)
 
 

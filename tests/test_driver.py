@@ -407,20 +407,19 @@ def test_resets_gradients_equal_the_segment_reference(name, reverse):
     assert_trees_close(remat(params, xs), want, atol=1e-5)
 
 
-def test_resets_all_false_change_nothing_and_take_the_autodiff_path():
+def test_resets_and_mask_keep_the_default_analytic_path():
     cell, params = make("lstm")
     xs = random_xs((4, 7, 3))
     none = np.zeros((4, 7), bool)
     assert_trees_close(jaxrnn.rnn(cell, params, xs, resets=none), jaxrnn.rnn(cell, params, xs))
 
-    def uses_analytic(resets):  # the analytic path is a custom_vjp in the forward program
-        jaxpr = jax.make_jaxpr(lambda p: jnp.sum(jaxrnn.rnn(cell, p, xs, resets=resets)[1]))(params)
+    def uses_analytic(**kw):  # the analytic path is a custom_vjp in the forward program
+        jaxpr = jax.make_jaxpr(lambda p: jnp.sum(jaxrnn.rnn(cell, p, xs, **kw)[1]))(params)
         return bool(primitive_params(jaxpr, "custom_vjp_call") or primitive_params(jaxpr, "custom_vjp_call_jaxpr"))
 
-    assert uses_analytic(None)  # the default for jaxrnn.lstm, so the check below can fail
-    assert not uses_analytic(none)
-    with pytest.raises(ValueError, match=r"grad='analytic' cannot be combined with resets"):
-        jaxrnn.rnn(cell, params, xs, resets=none, grad="analytic")
+    assert not uses_analytic(resets=RESETS, grad="autodiff")  # so that the checks below can fail
+    assert uses_analytic(resets=RESETS) and uses_analytic(resets=RESETS, mask=MASK)
+    assert not uses_analytic(resets=RESETS, checkpoint_every=3)  # rematerialised chunks take autodiff
 
 
 def test_truncated_rnn_with_resets_forward_equals_rnn():

@@ -23,6 +23,14 @@ MASK = np.array(
     ],
     bool,
 )
+# Segment starts: within valid steps, on masked steps, at t = 0 (replacing carry0), none.
+RESETS = np.array(
+    [
+        [[0, 0, 0, 1, 0, 1], [1, 0, 0, 0, 1, 0], [0, 1, 0, 0, 0, 0]],
+        [[0, 0, 1, 0, 0, 0], [0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0]],
+    ],
+    bool,
+)
 
 
 def make_case(name, dtype=jnp.float32, seed=0):
@@ -87,11 +95,15 @@ def test_analytic_gradients_equal_autodiff_float32_jit(name, with_lengths, rever
 
 
 @pytest.mark.parametrize(
-    ("name", "reverse"), [("lstm", False), ("lstm", True), ("gru", True), ("elman_tanh", False), ("elman_relu", True)]
-)
-def test_mask_takes_the_analytic_path_with_autodiff_gradients_float64(x64, name, reverse):
+    ("name", "reverse", "resets"),
+    [("lstm", False, False), ("lstm", True, True), ("gru", True, False), ("gru", False, True),
+     ("elman_tanh", False, True), ("elman_relu", True, False)],
+)  # fmt: skip
+def test_mask_and_resets_take_the_analytic_path_with_autodiff_gradients_float64(x64, name, reverse, resets):
     cell, params, xs, carry0 = make_case(name, dtype=jnp.float64)
     kwargs = {"mask": MASK, "lengths": jnp.asarray(LENGTHS) if name == "gru" else None, "reverse": reverse}
+    if resets:
+        kwargs["resets"] = RESETS
     out_ad = jaxrnn.rnn(cell, params, xs, carry0, grad="autodiff", **kwargs)
     out_an = jaxrnn.rnn(cell, params, xs, carry0, grad="analytic", **kwargs)
     assert rel_err(out_ad, out_an) < 1e-13

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_fastpath import LENGTHS, MASK, make_case, make_loss, rel_err
+from test_fastpath import LENGTHS, MASK, RESETS, make_case, make_loss, rel_err
 
 import jaxrnn
 from jaxrnn import fastpath, feature_major
@@ -43,17 +43,20 @@ def test_chosen_for_wide_cells_only():
 @pytest.mark.usefixtures("x64", "always_feature_major")
 @pytest.mark.parametrize(
     ("padding", "reverse"),
-    [(None, False), ("lengths", False), ("lengths", True), (None, True), ("mask", False), ("mask", True)],
-)
+    [(None, False), ("lengths", False), ("lengths", True), (None, True), ("mask", False), ("mask", True),
+     ("resets", False), ("resets", True)],
+)  # fmt: skip
 def test_float64_gradients_equal_autodiff(padding, reverse):
     """With a step mask (gaps, left padding) the cell state a step started from is still its neighbour's carried
-    ``c``: a masked step keeps it."""
+    ``c``: a masked step keeps it. With resets (and lengths) it is zero at each segment start."""
     cell, params, xs, carry0 = make_case("lstm", dtype=jnp.float64, seed=2)
     kwargs = {"lengths": jnp.asarray(LENGTHS) if padding == "lengths" else None, "reverse": reverse}
     mask_tm = None
     if padding == "mask":
         kwargs["mask"] = MASK
         mask_tm = jnp.moveaxis(jnp.asarray(MASK), -1, 0)
+    if padding == "resets":
+        kwargs.update(resets=RESETS, lengths=jnp.asarray(LENGTHS))
     carry = jaxrnn.lstm.initial_state(params, LENGTHS.shape)
     xs_tm = jnp.moveaxis(xs, -2, 0)
     kept = jax.eval_shape(
