@@ -59,7 +59,7 @@ from jaxrnn.cells import lstm as _lstm
 from jaxrnn.cells.elman import ElmanParams
 from jaxrnn.cells.gru import GRUParams
 from jaxrnn.cells.lstm import LSTMParams, LSTMState
-from jaxrnn.stack import Bidirectional, Layer, stack
+from jaxrnn.stack import MERGES, Bidirectional, Layer, stack
 
 __all__ = ["carry_from_keras", "carry_from_torch", "carry_to_keras", "carry_to_torch", "from_keras", "from_torch",
            "to_keras", "to_torch"]  # fmt: skip
@@ -69,6 +69,9 @@ _KIND_BY_GATES = {g: k for k, g in _GATES.items()}
 _KIND_ALIASES = {"elman": "elman", "rnn": "elman", "simple_rnn": "elman", "simplernn": "elman", "lstm": "lstm",
                  "gru": "gru"}  # fmt: skip
 _CELLS = {"elman": _elman.cell, "lstm": _lstm.cell, "gru": _gru.cell}
+# Keras Bidirectional merge_mode <-> jaxrnn's merge (merge_mode=None, two separate outputs, has no counterpart).
+_MERGE_FROM_KERAS = {"concat": "concat", "sum": "sum", "ave": "mean", "mul": "mul"}
+_MERGE_TO_KERAS = {ours: theirs for theirs, ours in _MERGE_FROM_KERAS.items()}
 _PARAMS = {"elman": ElmanParams, "lstm": LSTMParams, "gru": GRUParams}
 _ACTIVATIONS = ("tanh", "relu")
 
@@ -390,7 +393,7 @@ def to_torch(layer: Layer, params, *, ignore_dropout: bool = False):
     ``module.batch_first = False`` for time-major inputs.
 
     Raises:
-      ValueError: a cell other than jaxrnn.elman/lstm/gru, ``merge="sum"`` (torch concatenates), mixed Elman
+      ValueError: a cell other than jaxrnn.elman/lstm/gru, a merge other than ``"concat"`` (torch concatenates), mixed Elman
         activations, or ``layer.recurrent_dropout > 0`` (torch has none) unless ``ignore_dropout=True``.
     """
     import torch
@@ -634,14 +637,15 @@ def from_keras(
       kind: for a weight list: ``"simple_rnn"`` (= ``"elman"``), ``"lstm"`` or ``"gru"``; inferred from the gate
         count (kernel columns / units: 1, 4, 3) when None. Checked against a layer when given.
       activation: for a SimpleRNN weight list: ``"tanh"`` (the Keras default) or ``"relu"``.
-      merge: for a Bidirectional weight list: ``"concat"`` or ``"sum"`` (a layer's ``merge_mode`` is read).
+      merge: for a Bidirectional weight list: ``"concat"``, ``"sum"``, ``"mean"`` (Keras' ``"ave"``) or ``"mul"``
+        (a layer's ``merge_mode`` is read).
       ignore_dropout: drop Keras' input ``dropout`` instead of raising (it acts only in training).
 
     Raises:
       ValueError: ``reset_after=False``, ``activation`` other than tanh (tanh/relu for SimpleRNN),
         ``recurrent_activation`` other than sigmoid (``hard_sigmoid`` included), ``go_backwards=True`` (Keras then
         returns outputs in reversed time order; run ``jaxrnn.rnn(..., reverse=True)`` on flipped inputs instead),
-        ``merge_mode`` other than concat/sum, input ``dropout > 0``, or an unbuilt layer.
+        ``merge_mode=None`` (two outputs), input ``dropout > 0``, or an unbuilt layer.
     """
     if kind is not None:
         kind = _canonical_kind(kind)
@@ -650,12 +654,12 @@ def from_keras(
     keras = _import_keras()
     obj = layer_or_weights
     if isinstance(obj, keras.layers.Bidirectional):
-        merge_mode = obj.merge_mode
-        if merge_mode not in ("concat", "sum"):
+        if obj.merge_mode not in _MERGE_FROM_KERAS:
             raise ValueError(
-                f"Bidirectional has merge_mode={merge_mode!r}; jaxrnn merges with 'concat' or 'sum' (expected one "
-                f"of those)"
+                f"Bidirectional has merge_mode={obj.merge_mode!r}; jaxrnn merges the two directions into one output, "
+                f"expected one of {sorted(_MERGE_FROM_KERAS)}"
             )
+        merge_mode = _MERGE_FROM_KERAS[obj.merge_mode]
         fwd = _read_keras_rnn(obj.forward_layer, ignore_dropout, "Bidirectional.forward_layer: ")
         bwd = _read_keras_rnn(obj.backward_layer, ignore_dropout, "Bidirectional.backward_layer: ")
         if fwd["go_backwards"] or not bwd["go_backwards"]:
@@ -700,8 +704,8 @@ def _from_keras_weights(weights: list, kind, activation, merge) -> tuple[Layer, 
             f"layer_or_weights: a weight list must have 2 or 3 arrays ([kernel, recurrent_kernel(, bias)]), or 4 or "
             f"6 for a Bidirectional (forward then backward), got {len(weights)}"
         )
-    if merge not in ("concat", "sum"):
-        raise ValueError(f"merge must be 'concat' or 'sum', got {merge!r}")
+    if merge not in MERGES:
+        raise ValueError(f"merge must be one of {MERGES} (jaxrnn's names; Keras' 'ave' is 'mean'), got {merge!r}")
     arrays = [_to_numpy(w, f"weights[{i}]") for i, w in enumerate(weights)]
     bidirectional = len(arrays) in (4, 6)
     per = len(arrays) // 2 if bidirectional else len(arrays)
@@ -786,7 +790,7 @@ def to_keras(layer: Layer, params, **keras_kwargs):
         forward = make()
         backward = make(go_backwards=True)
         result = keras.layers.Bidirectional(
-            forward, merge_mode=layer.merge, backward_layer=backward, dtype=dtype, name=name
+            forward, merge_mode=_MERGE_TO_KERAS[layer.merge], backward_layer=backward, dtype=dtype, name=name
         )
         with jax.numpy_rank_promotion("allow"):  # Keras' Orthogonal initializer broadcasts [H, H] * [H]
             result.build((None, None, input_size))

@@ -377,7 +377,7 @@ def to_flax(layer: Layer, params, *, api: str = "linen", optimized_lstm: bool = 
       NNX: the module, weights in place, ``module(xs)`` equal to it. Params keep their dtype (``param_dtype``).
 
     Raises:
-      ValueError: more than one layer, ``merge="sum"``, ``recurrent_dropout > 0`` without ``ignore_dropout``,
+      ValueError: more than one layer, a merge other than ``"concat"``, ``recurrent_dropout > 0`` without ``ignore_dropout``,
         an unknown ``api``, ``optimized_lstm`` for a non-LSTM, or (NNX only) a GRU with a nonzero ``b_hn``.
     """
     if api not in ("linen", "nnx"):

@@ -4,7 +4,8 @@ recurrent dropout.
 ``stack(cell, num_layers, bidirectional=..., merge=...)`` returns a :class:`Layer` ``(init, apply)``. Its params
 are a tuple with one entry per layer: the cell's params, or ``Bidirectional(forward, backward)``. Its carry has the
 same shape: one cell carry per layer (per direction). Layer ``k > 0`` reads the (merged) outputs of layer
-``k − 1``: ``H`` features for ``merge="sum"``, ``2H`` for ``"concat"``, as in PyTorch and Keras.
+``k − 1``: ``2H`` features for ``merge="concat"`` (PyTorch's and Flax's only merge), ``H`` for ``"sum"``, ``"mean"``
+and ``"mul"`` (Keras' ``merge_mode`` ``"sum"``, ``"ave"`` and ``"mul"``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from jaxrnn.layers import dropout as apply_dropout
 
 __all__ = ["Bidirectional", "Layer", "stack"]
 
-MERGES = ("concat", "sum")
+# How the two directions' outputs y_f, y_b [.., H] become one: [y_f, y_b] [.., 2H], or elementwise [.., H].
+MERGE_FNS = {
+    "concat": lambda f, b: jnp.concatenate([f, b], axis=-1),
+    "sum": lambda f, b: f + b,
+    "mean": lambda f, b: 0.5 * (f + b),
+    "mul": lambda f, b: f * b,
+}
+MERGES = tuple(MERGE_FNS)
 
 
 class Bidirectional(NamedTuple):
@@ -103,7 +111,8 @@ def stack(
       cell: any :class:`~jaxrnn.Cell`.
       num_layers: depth.
       bidirectional: run a second, reversed copy of each layer and merge the two outputs.
-      merge: ``"concat"`` (``[.., 2H]``) or ``"sum"`` (``[.., H]``) for the two directions.
+      merge: how the two directions' outputs combine: ``"concat"`` (``[.., 2H]``), or ``"sum"``, ``"mean"``,
+        ``"mul"`` (elementwise, ``[.., H]``).
       dropout: inverted dropout on each layer's outputs before the next layer (not after the last), with
         ``train=True``.
       recurrent_dropout: variational dropout of the recurrent input ``h``: one mask per sequence and layer,
@@ -226,7 +235,7 @@ def stack(
                     layer_params.backward, ys, bwd_carry, steps, time_major, True, rec_key(3 * k + 1), batch_shape
                 )
                 finals.append(Bidirectional(f_final, b_final))
-                ys = jnp.concatenate([f_ys, b_ys], axis=-1) if merge == "concat" else f_ys + b_ys
+                ys = MERGE_FNS[merge](f_ys, b_ys)
             else:
                 final, ys = _one_direction(
                     layer_params, ys, layer_carry, steps, time_major, False, rec_key(3 * k), batch_shape

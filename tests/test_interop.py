@@ -355,7 +355,8 @@ def _check_against_keras(keras, kind, merge, dtype, *, mask_anywhere=False, **kw
     np.testing.assert_allclose(np.asarray(g_x), np.asarray(k_gx), atol=tol, rtol=0)
     if not kw.get("use_bias", True):
         g_params = _zero_bias_grads(g_params)
-    _assert_trees_close(g_params, _keras_grads_as_ours(kind, k_gw, merge or "concat", tol), tol, "dL/dW")
+    ours_merge = {"ave": "mean"}.get(merge or "concat", merge or "concat")
+    _assert_trees_close(g_params, _keras_grads_as_ours(kind, k_gw, ours_merge, tol), tol, "dL/dW")
     return klayer, layer, params
 
 
@@ -367,6 +368,8 @@ KERAS_CASES = [
     ("lstm", "concat"),
     ("gru", "sum"),
     ("simple_rnn", "concat"),
+    ("gru", "ave"),
+    ("lstm", "mul"),
 ]
 
 
@@ -511,8 +514,10 @@ def test_keras_errors(keras):
         interop.from_keras(built(keras.layers.SimpleRNN(H, activation="sigmoid")))
     with pytest.raises(ValueError, match="go_backwards=True"):
         interop.from_keras(built(keras.layers.GRU(H, go_backwards=True)))
-    with pytest.raises(ValueError, match="merge_mode='mul'"):
-        interop.from_keras(built(keras.layers.Bidirectional(keras.layers.LSTM(H), merge_mode="mul")))
+    with pytest.raises(ValueError, match=r"merge_mode=None; jaxrnn merges the two directions into one output"):
+        interop.from_keras(built(keras.layers.Bidirectional(keras.layers.LSTM(H), merge_mode=None)))
+    with pytest.raises(ValueError, match=r"merge must be one of .* Keras' 'ave' is 'mean'\), got 'ave'"):
+        interop.from_keras(built(keras.layers.Bidirectional(keras.layers.LSTM(H))).get_weights(), merge="ave")
     with pytest.raises(ValueError, match="dropout=0.3 .*ignore_dropout=True"):
         interop.from_keras(built(keras.layers.LSTM(H, dropout=0.3)))
     assert interop.from_keras(built(keras.layers.LSTM(H, dropout=0.3)), ignore_dropout=True)[0].dropout == 0.0

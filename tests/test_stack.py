@@ -52,14 +52,20 @@ def test_bidirectional_with_lengths(merge):
         assert np.all(np.asarray(ys[i, n:]) == 0.0)
 
 
-def test_bidirectional_parts():
-    layer = jaxrnn.stack(jaxrnn.lstm, 1, bidirectional=True)
+@pytest.mark.parametrize("merge", ["concat", "sum", "mean", "mul"])
+def test_bidirectional_parts(merge):
+    layer = jaxrnn.stack(jaxrnn.lstm, 2, bidirectional=True, merge=merge)
     params = layer.init(jax.random.key(2), 4, 3)
-    (final,), ys = layer.apply(params, XS)
+    (final, _), ys = layer.apply(params, XS)
     f_final, f_ys = jaxrnn.rnn(jaxrnn.lstm, params[0].forward, XS)
     b_final, b_ys = jaxrnn.rnn(jaxrnn.lstm, params[0].backward, XS, reverse=True)
-    assert_trees_close(ys, jnp.concatenate([f_ys, b_ys], axis=-1))
+    merged = {"concat": jnp.concatenate([f_ys, b_ys], axis=-1), "sum": f_ys + b_ys, "mean": (f_ys + b_ys) / 2,
+              "mul": f_ys * b_ys}[merge]  # fmt: skip
+    (second,), _ = jaxrnn.stack(jaxrnn.lstm, 1, bidirectional=True).apply(params[1:], merged)
     assert_trees_close(final, jaxrnn.Bidirectional(f_final, b_final))
+    assert params[1].forward.w_x.shape[0] == (6 if merge == "concat" else 3)  # layer 2 reads the merged outputs
+    assert_trees_close(layer.apply(params, XS)[0][1], second)
+    assert ys.shape == (*XS.shape[:-1], 6 if merge == "concat" else 3)
 
 
 def test_dropout_only_in_training_and_keyed():
@@ -135,7 +141,7 @@ def test_recurrent_dropout_runs_autodiff_under_the_default_grad():
 
 def test_stack_errors():
     with pytest.raises(ValueError, match="merge must be one of"):
-        jaxrnn.stack(jaxrnn.lstm, merge="mean")
+        jaxrnn.stack(jaxrnn.lstm, merge="max")
     with pytest.raises(ValueError, match="num_layers must be a positive int"):
         jaxrnn.stack(jaxrnn.lstm, 0)
     with pytest.raises(ValueError, match=r"dropout must lie in \[0, 1\)"):
