@@ -178,7 +178,9 @@ def _dtype_of(entries) -> np.dtype:
 
 
 # ----------------------------------------------------------------------------------------------------------- PyTorch
-_TORCH_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
+# nn.RNN/LSTM/GRU name their tensors weight_ih_l0, bias_hh_l1_reverse, ...; the cells nn.RNNCell/LSTMCell/GRUCell
+# plain weight_ih, ..., which are read as layer 0.
+_TORCH_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)(?:_l(\d+)(_reverse)?)?$")
 _TORCH_MODES = {"RNN_TANH": ("elman", "tanh"), "RNN_RELU": ("elman", "relu"), "LSTM": ("lstm", None),
                 "GRU": ("gru", None)}  # fmt: skip
 
@@ -198,9 +200,10 @@ def _params_from_torch(kind: str, activation: str, w_ih, w_hh, b_ih, b_hh):
     return ElmanParams(w_x=_jnp(w_x), w_h=_jnp(w_h), b=_jnp(b), activation=activation)
 
 
-def _parse_state_dict(state_dict: Mapping, prefix: str) -> tuple[dict, list]:
-    """``{(name, layer, reverse): array}`` from the keys under ``prefix``; the list holds keys it did not know."""
-    found, unexpected = {}, []
+def _parse_state_dict(state_dict: Mapping, prefix: str) -> tuple[dict, list, bool]:
+    """``({(name, layer, reverse): array}, unknown keys, cell)`` from the keys under ``prefix``; ``cell``: the keys
+    are a torch cell's (``weight_ih``, no layer suffix). Raises when cell and layer keys are mixed."""
+    found, unexpected, styles = {}, [], set()
     for key, value in state_dict.items():
         if not isinstance(key, str) or not key.startswith(prefix):
             if not prefix:
@@ -210,9 +213,15 @@ def _parse_state_dict(state_dict: Mapping, prefix: str) -> tuple[dict, list]:
         if match is None:
             unexpected.append(key)
             continue
-        name, k, rev = match.group(1), int(match.group(2)), bool(match.group(3))
+        styles.add(match.group(2) is None)
+        name, k, rev = match.group(1), int(match.group(2) or 0), bool(match.group(3))
         found[(name, k, rev)] = _to_numpy(value, f"state_dict[{key!r}]")
-    return found, unexpected
+    if len(styles) == 2:
+        raise ValueError(
+            "the state_dict mixes a cell's keys (weight_ih, ...) with a layer's (weight_ih_l0, ...); expected one "
+            "module's (pass prefix= to pick one submodule)"
+        )
+    return found, unexpected, styles == {True}
 
 
 def from_torch(
@@ -223,17 +232,21 @@ def from_torch(
     dropout: float | None = None,
     prefix: str = "",
 ) -> tuple[Layer, tuple]:
-    """Convert a PyTorch ``nn.RNN``/``nn.LSTM``/``nn.GRU`` (or its ``state_dict``) to ``(layer, params)``.
+    """Convert a PyTorch ``nn.RNN``/``nn.LSTM``/``nn.GRU``, or a cell ``nn.RNNCell``/``nn.LSTMCell``/``nn.GRUCell``
+    (or its ``state_dict``), to ``(layer, params)``.
 
     ``layer.apply(params, xs, lengths=lengths)`` then equals the module on ``xs`` (a PackedSequence of those
     lengths) in outputs and final states (:func:`carry_to_torch` gives torch's ``h_n`` layout). The weights map as
     ``w_x = W_ih.T``, ``w_h = W_hh.T``, ``b = b_ih + b_hh`` (GRU: ``b = [b_ir+b_hr, b_iz+b_hz, b_in]``,
     ``b_hn = b_hn``); ``bias=False`` gives zero biases. A ``batch_first=False`` module maps to the same layer: call
-    ``layer.apply(..., time_major=True)``. Arrays keep the module's dtype (float64 needs ``jax_enable_x64``).
+    ``layer.apply(..., time_major=True)``. Arrays keep the module's dtype (float64 needs ``jax_enable_x64``). A cell
+    gives a one-layer ``layer``: ``layer.apply`` equals calling the cell at every step of a Python loop, with the
+    carry ``(h,)`` or ``(LSTMState(h, c),)`` for its ``hx``.
 
     Args:
-      module_or_state_dict: an ``nn.RNN``, ``nn.LSTM`` or ``nn.GRU``, or a mapping of their parameter names
-        (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...) to tensors or arrays. From a state dict, ``num_layers``,
+      module_or_state_dict: an ``nn.RNN``, ``nn.LSTM``, ``nn.GRU``, ``nn.RNNCell``, ``nn.LSTMCell`` or
+        ``nn.GRUCell``, or a mapping of their parameter names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...; a
+        cell's ``weight_ih``, ``bias_hh``, ...) to tensors or arrays. From a state dict, ``num_layers``,
         ``bidirectional``, the sizes and ``bias`` are read off the keys and shapes.
       kind: ``"rnn"`` (= ``"elman"``), ``"lstm"`` or ``"gru"``. Inferred from the gate count (1, 4 or 3 blocks of
         ``weight_hh_l0``) when None; checked against the module or the shapes when given.
@@ -270,7 +283,8 @@ def from_torch(
         kind, nonlinearity = module_kind, module_act
     dropout = _check_rate(module_dropout if dropout is None else dropout, "dropout")
 
-    found, unexpected = _parse_state_dict(state_dict, prefix)
+    found, unexpected, cell_keys = _parse_state_dict(state_dict, prefix)
+    suffix = (lambda k, rev: "") if cell_keys else (lambda k, rev: f"_l{k}{'_reverse' if rev else ''}")
     if any(name == "weight_hr" for name, _, _ in found):
         raise ValueError(
             f"{source} has weight_hr_l* keys, i.e. proj_size > 0 (LSTM with projections); jaxrnn cannot represent "
@@ -285,11 +299,11 @@ def from_torch(
         )
     if ("weight_hh", 0, False) not in found:
         where = f" under prefix {prefix!r}" if prefix else ""
-        raise ValueError(f"missing key in the {source}{where}: {prefix}weight_hh_l0")
+        raise ValueError(f"missing key in the {source}{where}: {prefix}weight_hh_l0 (a cell's: weight_hh)")
 
     w_hh0 = found[("weight_hh", 0, False)]
     if w_hh0.ndim != 2 or w_hh0.shape[1] == 0 or w_hh0.shape[0] % w_hh0.shape[1]:
-        raise ValueError(f"{prefix}weight_hh_l0 must have shape [G*H, H], got {_shape(w_hh0.shape)}")
+        raise ValueError(f"{prefix}weight_hh{suffix(0, False)} must have shape [G*H, H], got {_shape(w_hh0.shape)}")
     hidden = w_hh0.shape[1]
     gates = w_hh0.shape[0] // hidden
     if gates not in _KIND_BY_GATES:
@@ -311,7 +325,7 @@ def from_torch(
     has_bias = any(name.startswith("bias") for name, _, _ in found)
     names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if has_bias else ())
     missing = [
-        f"{prefix}{name}_l{k}{'_reverse' if rev else ''}"
+        f"{prefix}{name}{suffix(k, rev)}"
         for k in range(num_layers)
         for rev in ((False, True) if bidirectional else (False,))
         for name in names
@@ -329,7 +343,7 @@ def from_torch(
     for k in range(num_layers):
         directions = []
         for rev in (False, True) if bidirectional else (False,):
-            sfx = f"_l{k}{'_reverse' if rev else ''}"
+            sfx = suffix(k, rev)
             w_ih, w_hh = found[("weight_ih", k, rev)], found[("weight_hh", k, rev)]
             want_in = None if k == 0 else width * hidden
             if w_hh.shape != (gates * hidden, hidden):
@@ -362,13 +376,17 @@ def from_torch(
 
 
 def _read_torch_module(module):
-    """``(state_dict, kind, nonlinearity or None, dropout)`` of an nn.RNN/LSTM/GRU; raises for other objects."""
+    """``(state_dict, kind, nonlinearity or None, dropout)`` of an nn.RNN/LSTM/GRU or nn.RNNCell/LSTMCell/GRUCell;
+    raises for other objects."""
     import torch
 
+    cells = {torch.nn.LSTMCell: "lstm", torch.nn.GRUCell: "gru", torch.nn.RNNCell: "elman"}
+    if type(module) in cells:
+        return module.state_dict(), cells[type(module)], getattr(module, "nonlinearity", None), 0.0
     if not isinstance(module, torch.nn.RNNBase) or getattr(module, "mode", None) not in _TORCH_MODES:
         raise TypeError(
-            f"module_or_state_dict must be a torch.nn.RNN, nn.LSTM or nn.GRU, or a state_dict mapping, got "
-            f"{type(module).__name__}"
+            f"module_or_state_dict must be a torch.nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell or nn.GRUCell, "
+            f"or a state_dict mapping, got {type(module).__name__}"
         )
     if getattr(module, "proj_size", 0):
         raise ValueError(
@@ -385,16 +403,19 @@ def _torch_tensor(array: np.ndarray, torch):
     return torch.from_numpy(np.array(array))
 
 
-def to_torch(layer: Layer, params, *, ignore_dropout: bool = False):
-    """The exact inverse of :func:`from_torch`: a ``batch_first=True`` ``nn.RNN``/``nn.LSTM``/``nn.GRU``.
+def to_torch(layer: Layer, params, *, ignore_dropout: bool = False, cell: bool = False):
+    """The exact inverse of :func:`from_torch`: a ``batch_first=True`` ``nn.RNN``/``nn.LSTM``/``nn.GRU``, or with
+    ``cell=True`` an ``nn.RNNCell``/``nn.LSTMCell``/``nn.GRUCell`` (one step; ``layer`` must be one layer in one
+    direction).
 
     ``W_ih = w_x.T``, ``W_hh = w_h.T``, ``bias_ih = b``, ``bias_hh = 0`` (GRU: ``bias_hh = [0, 0, b_hn]``); the
     module has ``layer``'s ``num_layers``, ``bidirectional`` and ``dropout``, and the params' dtype. Call
     ``module.batch_first = False`` for time-major inputs.
 
     Raises:
-      ValueError: a cell other than jaxrnn.elman/lstm/gru, a merge other than ``"concat"`` (torch concatenates), mixed Elman
-        activations, or ``layer.recurrent_dropout > 0`` (torch has none) unless ``ignore_dropout=True``.
+      ValueError: a cell other than jaxrnn.elman/lstm/gru, a merge other than ``"concat"`` (torch concatenates), mixed
+        Elman activations, ``layer.recurrent_dropout > 0`` (torch has none) unless ``ignore_dropout=True``, or
+        ``cell=True`` for more than one layer or direction.
     """
     import torch
 
@@ -404,13 +425,23 @@ def to_torch(layer: Layer, params, *, ignore_dropout: bool = False):
             f"to_torch: layer.recurrent_dropout={layer.recurrent_dropout} has no PyTorch counterpart; expected 0.0, "
             f"or pass ignore_dropout=True to drop it (it acts only in training)"
         )
+    if cell and (layer.num_layers != 1 or layer.bidirectional):
+        raise ValueError(
+            f"to_torch(cell=True): a torch cell is one layer in one direction, got num_layers={layer.num_layers}, "
+            f"bidirectional={layer.bidirectional}"
+        )
     dtype = _dtype_of(entries)
-    options = dict(input_size=input_size, hidden_size=hidden, num_layers=layer.num_layers, bias=True,
-                   batch_first=True, dropout=layer.dropout, bidirectional=layer.bidirectional)  # fmt: skip
-    if kind == "elman":
-        module = torch.nn.RNN(nonlinearity=activation, **options)
+    if cell:
+        options = dict(input_size=input_size, hidden_size=hidden, bias=True)
+        module = {"elman": lambda **kw: torch.nn.RNNCell(nonlinearity=activation, **kw), "lstm": torch.nn.LSTMCell,
+                  "gru": torch.nn.GRUCell}[kind](**options)  # fmt: skip
     else:
-        module = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(**options)
+        options = dict(input_size=input_size, hidden_size=hidden, num_layers=layer.num_layers, bias=True,
+                       batch_first=True, dropout=layer.dropout, bidirectional=layer.bidirectional)  # fmt: skip
+        if kind == "elman":
+            module = torch.nn.RNN(nonlinearity=activation, **options)
+        else:
+            module = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(**options)
     torch_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
                    "float64": torch.float64}.get(str(dtype))  # fmt: skip
     if torch_dtype is None:
@@ -420,7 +451,7 @@ def to_torch(layer: Layer, params, *, ignore_dropout: bool = False):
     state = {}
     for k, directions in enumerate(entries):
         for d, p in enumerate(directions):
-            sfx = f"_l{k}{'_reverse' if d else ''}"
+            sfx = "" if cell else f"_l{k}{'_reverse' if d else ''}"
             state[f"weight_ih{sfx}"] = np.asarray(p.w_x).T
             state[f"weight_hh{sfx}"] = np.asarray(p.w_h).T
             state[f"bias_ih{sfx}"] = np.asarray(p.b)

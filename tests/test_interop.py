@@ -225,12 +225,78 @@ def test_torch_state_dict_prefix_and_initial_state():
     assert torch.equal(h_back, h0) and torch.equal(c_back, c0)
 
 
+TORCH_CELLS = {
+    "rnn_tanh": lambda: torch.nn.RNNCell(D, H, nonlinearity="tanh"),
+    "rnn_relu": lambda: torch.nn.RNNCell(D, H, nonlinearity="relu"),
+    "lstm": lambda: torch.nn.LSTMCell(D, H),
+    "gru": lambda: torch.nn.GRUCell(D, H),
+}
+
+
+@pytest.mark.parametrize("kind", list(TORCH_CELLS))
+def test_torch_cells_stepped_in_a_loop(kind):
+    """nn.RNNCell / LSTMCell / GRUCell called step by step from an initial hx equal one jaxrnn layer: outputs, final
+    states and gradients (weights, inputs, initial state); to_torch(cell=True) gives the same weights back."""
+    torch.manual_seed(3)
+    module = TORCH_CELLS[kind]()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.5 * torch.randn_like(p))
+    layer, params = interop.from_torch(module)
+    assert layer.num_layers == 1 and not layer.bidirectional
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((B, T, D)).astype(np.float32)
+    hx0 = [rng.standard_normal((B, H)).astype(np.float32) for _ in range(2 if kind == "lstm" else 1)]
+    r_out = rng.standard_normal((B, T, H)).astype(np.float32)
+
+    x_t = torch.tensor(x, requires_grad=True)
+    hx_t = [torch.tensor(h, requires_grad=True) for h in hx0]
+    state, outs = tuple(hx_t) if kind == "lstm" else hx_t[0], []
+    for t in range(T):
+        state = module(x_t[:, t], state)
+        outs.append(state[0] if kind == "lstm" else state)
+    out_t = torch.stack(outs, dim=1)
+    final_t = state if kind == "lstm" else (state,)
+    (out_t * torch.tensor(r_out)).sum().backward()
+
+    def loss(params, xs, h0):
+        carry = (jaxrnn.LSTMState(*h0),) if kind == "lstm" else (h0[0],)
+        (final,), ys = layer.apply(params, xs, carry)
+        return jnp.sum(ys * r_out), (ys, final)
+
+    (_, (ys, final)), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(
+        params, jnp.asarray(x), [jnp.asarray(h) for h in hx0]
+    )
+    tol = TOL["float32"]
+    np.testing.assert_allclose(np.asarray(ys), out_t.detach().numpy(), atol=tol, rtol=0)
+    for ours, theirs in zip(jax.tree.leaves(final), final_t):
+        np.testing.assert_allclose(np.asarray(ours), theirs.detach().numpy(), atol=tol, rtol=0)
+    np.testing.assert_allclose(np.asarray(grads[1]), x_t.grad.numpy(), atol=tol, rtol=0)
+    for ours, theirs in zip(grads[2], hx_t):
+        np.testing.assert_allclose(np.asarray(ours), theirs.grad.numpy(), atol=tol, rtol=0)
+    _assert_trees_close(grads[0], _torch_grads_as_ours(module, kind, tol), tol, "dL/dparams")
+
+    back = interop.to_torch(layer, params, cell=True)
+    assert type(back) is type(module)
+    assert getattr(back, "nonlinearity", None) == getattr(module, "nonlinearity", None)
+    _assert_trees_close(interop.from_torch(back)[1], params, 1e-7, "round trip")
+    _assert_trees_close(interop.from_torch(module.state_dict(), nonlinearity=getattr(module, "nonlinearity", None))[1],
+                        params, 0, "from the state_dict")  # fmt: skip
+
+
 def test_torch_errors():
+    with pytest.raises(ValueError, match=r"mixes a cell's keys \(weight_ih, ...\) with a layer's"):
+        interop.from_torch({**torch.nn.LSTMCell(D, H).state_dict(), **torch.nn.LSTM(D, H).state_dict()})
+    with pytest.raises(ValueError, match=r"missing keys in the state_dict: bias_hh \("):
+        interop.from_torch({k: v for k, v in torch.nn.GRUCell(D, H).state_dict().items() if k != "bias_hh"})
+    with pytest.raises(ValueError, match=r"to_torch\(cell=True\): a torch cell is one layer in one direction"):
+        layer = jaxrnn.stack(jaxrnn.gru, 2)
+        interop.to_torch(layer, layer.init(jax.random.key(0), D, H), cell=True)
     with pytest.raises(ValueError, match="proj_size=2"):
         interop.from_torch(torch.nn.LSTM(D, H, proj_size=2))
     with pytest.raises(ValueError, match="proj_size > 0"):
         interop.from_torch(torch.nn.LSTM(D, H, proj_size=2).state_dict())
-    with pytest.raises(TypeError, match="torch.nn.RNN, nn.LSTM or nn.GRU.*got Linear"):
+    with pytest.raises(TypeError, match="torch.nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell or nn.GRUCell.*got Linear"):
         interop.from_torch(torch.nn.Linear(D, H))
     sd = _torch_module("gru", num_layers=2, bidirectional=True).state_dict()
     with pytest.raises(ValueError, match="missing keys.*bias_hh_l1_reverse"):
