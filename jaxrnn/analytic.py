@@ -53,7 +53,7 @@ from jaxrnn.cells.base import Cell, add_bias
 from jaxrnn.cells.elman import ElmanParams
 from jaxrnn.cells.gru import GRUParams
 from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMState
-from jaxrnn.driver import _step_validity, prepare, reset_marks
+from jaxrnn.driver import _lengths_or_mask, prepare, reset_marks
 from jaxrnn.mlp import MLPParams, hidden_activations
 
 __all__ = [
@@ -543,7 +543,7 @@ def bptt(
         dcarry_T = _check_cotangent(
             dcarry_T, "dcarry_T", expected_carry, "It is the cotangent of the final carry, shaped like the carry."
         )
-    lengths, mask_tm = _step_validity(prep, mask, time_major)
+    lengths, mask_tm = _lengths_or_mask(prep, mask, time_major)
     marks = None
     if resets is not None:
         resets_tm = check_resets(resets, batch_shape, num_steps, time_major)

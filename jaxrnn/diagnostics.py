@@ -27,7 +27,7 @@ from jaxrnn.cells import gru as _gru
 from jaxrnn.cells import lstm as _lstm
 from jaxrnn.cells.gru import GRUGates
 from jaxrnn.cells.lstm import LSTMGates, LSTMState
-from jaxrnn.driver import _reset_inputs, _step_validity, prepare, scan_cell
+from jaxrnn.driver import _lengths_or_mask, _reset_inputs, prepare, scan_cell
 
 __all__ = [
     "ElmanTrace",
@@ -226,7 +226,7 @@ def gate_traces(cell, params, xs, carry=None, *, lengths=None, mask=None, resets
 
     num_steps = prep.xs.shape[0]
     resets_tm = None if resets is None else check_resets(resets, prep.batch_shape, num_steps, time_major)
-    lengths_, mask_tm = _step_validity(prep, mask, time_major)
+    lengths_, mask_tm = _lengths_or_mask(prep, mask, time_major)
     marks, reset_carry = _reset_inputs(cell, params, prep.xs, prep.carry, lengths_, resets_tm, mask_tm, False)
     _, traces = scan_cell(lambda _, c, x: record(c, x), params, prep.xs, prep.carry, lengths_, marks=marks,
                           reset_carry=reset_carry, mask=mask_tm)  # fmt: skip

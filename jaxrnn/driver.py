@@ -459,7 +459,7 @@ def rnn(
         checkpoint_every = _check_chunk(checkpoint_every, "checkpoint_every")
     prep = prepare(cell, params, xs, carry, lengths=lengths, time_major=time_major)
     resets_tm = None if resets is None else check_resets(resets, prep.batch_shape, prep.xs.shape[0], time_major)
-    lengths, mask_tm = _step_validity(prep, mask, time_major)
+    lengths, mask_tm = _lengths_or_mask(prep, mask, time_major)
     final, ys = _run_scan(
         cell,
         params,
@@ -477,7 +477,7 @@ def rnn(
     return final, _to_layout(ys, time_major)
 
 
-def _step_validity(prep, mask, time_major):
+def _lengths_or_mask(prep, mask, time_major):
     """``(lengths, mask_tm)`` for the scan: ``(prep.lengths, None)`` without ``mask``; with it, ``(None, mask
     [T, *batch])``, where ``lengths`` (if any) is folded into the mask."""
     if mask is None:
@@ -624,7 +624,7 @@ def truncated_rnn(
     unroll = resolve_unroll(unroll)
     prep = prepare(cell, params, xs, carry, lengths=lengths, time_major=time_major)
     resets_tm = None if resets is None else check_resets(resets, prep.batch_shape, prep.xs.shape[0], time_major)
-    lengths, mask_tm = _step_validity(prep, mask, time_major)
+    lengths, mask_tm = _lengths_or_mask(prep, mask, time_major)
     carry = match_varying(prep.carry, params, prep.xs, prep.carry, lengths, resets_tm, mask_tm)
     marks, reset_carry = _reset_inputs(cell, params, prep.xs, carry, lengths, resets_tm, mask_tm, False)
     final, ys = _chunked_scan(

@@ -296,7 +296,9 @@ def test_torch_errors():
         interop.from_torch(torch.nn.LSTM(D, H, proj_size=2))
     with pytest.raises(ValueError, match="proj_size > 0"):
         interop.from_torch(torch.nn.LSTM(D, H, proj_size=2).state_dict())
-    with pytest.raises(TypeError, match="torch.nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell or nn.GRUCell.*got Linear"):
+    with pytest.raises(
+        TypeError, match="torch.nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell or nn.GRUCell.*got Linear"
+    ):
         interop.from_torch(torch.nn.Linear(D, H))
     sd = _torch_module("gru", num_layers=2, bidirectional=True).state_dict()
     with pytest.raises(ValueError, match="missing keys.*bias_hh_l1_reverse"):
