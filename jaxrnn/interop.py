@@ -1,13 +1,13 @@
 """Weights in and out of PyTorch and Keras 3: the same function, outputs, final states and gradients.
 
 ``from_torch``/``to_torch`` convert ``torch.nn.RNN`` (tanh, relu), ``nn.LSTM`` and ``nn.GRU``, multi-layer and
-bidirectional, and ``from_keras``/``to_keras`` convert Keras 3 ``SimpleRNN``, ``LSTM``, ``GRU`` (``reset_after=True``)
+bidirectional, and the cells ``nn.RNNCell``, ``nn.LSTMCell``, ``nn.GRUCell``, and ``from_keras``/``to_keras`` convert Keras 3 ``SimpleRNN``, ``LSTM``, ``GRU`` (``reset_after=True``)
 and ``keras.layers.Bidirectional`` around them. The result is a :func:`jaxrnn.stack` :class:`~jaxrnn.Layer` and its
 params, so ``layer.apply(params, xs, lengths=lengths)`` computes what the peer computes on a PackedSequence (PyTorch)
 or a right-padding mask (Keras). Torch and Keras are optional: they are imported only inside these functions.
 Flax's converters (``from_flax``, ``to_flax``, ``carry_from_flax``, ``carry_to_flax``) live in
-:mod:`jaxrnn.interop_flax`, Equinox's (``from_equinox``, ...) in :mod:`jaxrnn.interop_equinox`; both are offered here
-too.
+:mod:`jaxrnn.interop_flax`, Equinox's (``from_equinox``, ...) in :mod:`jaxrnn.interop_equinox`, Haiku's
+(``from_haiku``, ...) in :mod:`jaxrnn.interop_haiku`; all are offered here too.
 
 Layout mapping (``T`` = transpose; ``H`` hidden size; blocks of ``H`` columns or entries):
 
@@ -869,10 +869,11 @@ def carry_to_keras(layer: Layer, carry) -> list:
     return out
 
 
-# ---------------------------------------------------------------------------------------------- Flax and Equinox
+# ------------------------------------------------------------------------------------- Flax, Equinox and Haiku
 # Defined in their own modules (which reuse the helpers above), offered here beside the PyTorch and Keras converters.
 from jaxrnn.interop_equinox import carry_from_equinox, carry_to_equinox, from_equinox, to_equinox  # noqa: E402
 from jaxrnn.interop_flax import carry_from_flax, carry_to_flax, from_flax, to_flax  # noqa: E402
+from jaxrnn.interop_haiku import carry_from_haiku, carry_to_haiku, from_haiku, to_haiku  # noqa: E402
 
-__all__ += ["carry_from_equinox", "carry_from_flax", "carry_to_equinox", "carry_to_flax", "from_equinox", "from_flax",
-            "to_equinox", "to_flax"]  # fmt: skip
+__all__ += ["carry_from_equinox", "carry_from_flax", "carry_from_haiku", "carry_to_equinox", "carry_to_flax",
+            "carry_to_haiku", "from_equinox", "from_flax", "from_haiku", "to_equinox", "to_flax", "to_haiku"]  # fmt: skip
