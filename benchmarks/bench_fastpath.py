@@ -7,6 +7,7 @@ excluded), the two paths interleaved run by run. Prints a markdown table; "speed
     python benchmarks/bench_fastpath.py              # all configs
     python benchmarks/bench_fastpath.py --quick      # small configs only, fewer reps
     python benchmarks/bench_fastpath.py --padding mask   # Keras-style left padding, as a step mask
+    python benchmarks/bench_fastpath.py --long --checkpoint-every 100   # T = 10,000, rematerialised in chunks
 
 ``--padding lengths`` / ``mask`` gives every sequence a length drawn from ``[T/2, T]``: right padding described by
 ``lengths``, or left padding (Keras' ``pad_sequences`` default) described by ``mask``; the loss is then the mean
@@ -34,16 +35,17 @@ CONFIGS = [
     ("elman", 32, 100, 32, 128, 20),
     ("lstm", 64, 200, 64, 512, 5),
 ]
+LONG = ("lstm", 8, 10000, 32, 256, 3)  # with --long only: the benchmark's memory config
 CELLS = {"elman": jaxrnn.elman, "lstm": jaxrnn.lstm, "gru": jaxrnn.gru}
 
 
 PADDINGS = ("none", "lengths", "mask", "resets")
 
 
-def make_step(cell, grad: str, optimizer):
+def make_step(cell, grad: str, optimizer, checkpoint_every=None):
     def loss_fn(params, xs, targets, steps):
         cell_params, readout = params
-        _, ys = jaxrnn.rnn(cell, cell_params, xs, grad=grad, **steps)
+        _, ys = jaxrnn.rnn(cell, cell_params, xs, grad=grad, checkpoint_every=checkpoint_every, **steps)
         pred = jnp.einsum("bth,ho->bto", ys, readout)
         return jaxrnn.sequence_mse(pred, targets, **{k: v for k, v in steps.items() if k != "resets"})
 
@@ -69,7 +71,7 @@ def step_options(padding: str, batch: int, steps: int, key) -> dict:
     return {"mask": jaxrnn.sequence_mask(lengths, steps, padding="pre")}
 
 
-def time_config(name, batch, steps, features, hidden, reps, dtype=jnp.float32, padding="none"):
+def time_config(name, batch, steps, features, hidden, reps, dtype=jnp.float32, padding="none", checkpoint_every=None):
     cell = CELLS[name]
     k_p, k_r, k_x, k_y, k_n = jax.random.split(jax.random.key(0), 5)
     params = (cell.init(k_p, features, hidden, dtype=dtype), 0.1 * jax.random.normal(k_r, (hidden, 1), dtype))
@@ -79,7 +81,7 @@ def time_config(name, batch, steps, features, hidden, reps, dtype=jnp.float32, p
     optimizer = optax.adam(1e-3)
     runs = {}
     for grad in ("autodiff", "analytic"):
-        step = make_step(cell, grad, optimizer)
+        step = make_step(cell, grad, optimizer, checkpoint_every)
         state = [params, optimizer.init(params)]
         for _ in range(2):  # compile + warm-up
             state[0], state[1], loss = step(state[0], state[1], xs, targets, options)
@@ -100,15 +102,22 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="skip the large config; 5 reps each")
     parser.add_argument("--reps", type=int, default=None, help="override the number of timed runs")
     parser.add_argument("--padding", choices=PADDINGS, default="none", help="variable lengths as lengths or a mask")
+    parser.add_argument("--checkpoint-every", type=int, default=None, help="rematerialise in chunks of K steps")
+    parser.add_argument("--long", action="store_true", help="only the T = 10,000 LSTM (B=8, H=256)")
     args = parser.parse_args(argv)
-    configs = [c for c in CONFIGS if not (args.quick and c[4] >= 512)]
-    print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}, padding {args.padding}")
+    configs = [LONG] if args.long else [c for c in CONFIGS if not (args.quick and c[4] >= 512)]
+    print(
+        f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}, padding {args.padding}, "
+        f"checkpoint_every {args.checkpoint_every}"
+    )
     print()
     print("| cell | B | T | D | H | autodiff ms/step | analytic ms/step | speed-up |")
     print("|---|---|---|---|---|---|---|---|")
     for name, batch, steps, features, hidden, reps in configs:
         reps = args.reps or (5 if args.quick else reps)
-        r = time_config(name, batch, steps, features, hidden, reps, padding=args.padding)
+        r = time_config(
+            name, batch, steps, features, hidden, reps, padding=args.padding, checkpoint_every=args.checkpoint_every
+        )
         ad, an = 1e3 * r["autodiff"], 1e3 * r["analytic"]
         print(
             f"| {name} | {batch} | {steps} | {features} | {hidden} | {ad:.2f} | {an:.2f} | {ad / an:.2f}x |", flush=True

@@ -329,6 +329,7 @@ def _chunked_scan(
     marks=None,
     reset_carry=None,
     mask=None,
+    analytic_cell=None,
 ):
     """``scan_cell`` over chunks of ``chunk_size`` steps: an outer scan over chunks, an inner one within each.
 
@@ -336,6 +337,8 @@ def _chunked_scan(
     in ``jax.checkpoint``, so the backward pass stores one carry per chunk and recomputes the chunk's activations
     (memory ~ T/K carries + K steps of activations instead of T steps). A ragged last chunk is padded with masked
     steps, so any T works. ``marks``/``reset_carry``/``mask``: as in :func:`scan_cell`, for the whole sequence.
+    With ``analytic_cell`` (a built-in cell) each chunk runs :func:`jaxrnn.fastpath.analytic_scan` instead, whose
+    backward is the hand-derived one (recomputing the chunk's forward first, under ``remat``).
     """
     num_steps = xs_tm.shape[0]
     num_chunks = -(-num_steps // chunk_size)
@@ -354,6 +357,12 @@ def _chunked_scan(
         chunk_xs, t_offset, chunk_marks, chunk_mask = inputs
         if stop_gradient:
             c = jax.lax.stop_gradient(c)
+        if analytic_cell is not None:
+            from jaxrnn.fastpath import analytic_scan
+
+            chunk_lengths = None if lengths is None else jnp.clip(lengths - t_offset, 0, chunk_size)
+            return analytic_scan(analytic_cell, params, chunk_xs, c, chunk_lengths, reverse=reverse, unroll=unroll,
+                                 mask=chunk_mask, marks=chunk_marks)  # fmt: skip
         return scan_cell(step, params, chunk_xs, c, lengths, reverse=reverse, unroll=unroll, t_offset=t_offset,
                          marks=chunk_marks, reset_carry=reset_carry, mask=chunk_mask)  # fmt: skip
 
@@ -441,7 +450,7 @@ def rnn(
         means ``"analytic"`` for ``jaxrnn.lstm`` and ``jaxrnn.gru``, where it trains 1.1–1.4x faster on CPU
         (``benchmarks/``), and ``"autodiff"`` for every other cell. Same values either way; the analytic path does
         not support forward mode (``jax.jvp``, ``jacfwd``, ``hessian``): pass ``grad="autodiff"`` for those. With
-        ``checkpoint_every`` the analytic path is not used (autodiff through the rematerialised chunks).
+        ``checkpoint_every`` the analytic backward runs chunk by chunk, after recomputing each chunk's forward.
         ``grad="analytic"`` on a user cell raises ``ValueError``.
 
     Returns:
@@ -471,7 +480,7 @@ def rnn(
         reverse=reverse,
         unroll=unroll,
         checkpoint_every=checkpoint_every,
-        analytic=use_analytic and checkpoint_every is None,
+        analytic=use_analytic,
         mesh=batch_mesh(prep.batch_shape),
     )
     return final, _to_layout(ys, time_major)
@@ -573,7 +582,7 @@ def _reset_inputs(cell, params, xs_tm, carry, lengths, resets_tm, mask_tm, rever
 def _scan_whole(cell, params, xs_tm, carry, lengths, resets_tm, mask_tm, reverse, unroll, checkpoint_every, analytic):
     carry = match_varying(carry, params, xs_tm, carry, lengths, resets_tm, mask_tm)
     marks, reset_carry = _reset_inputs(cell, params, xs_tm, carry, lengths, resets_tm, mask_tm, reverse)
-    if analytic:
+    if analytic and checkpoint_every is None:
         from jaxrnn.fastpath import analytic_scan
 
         return analytic_scan(
@@ -596,6 +605,7 @@ def _scan_whole(cell, params, xs_tm, carry, lengths, resets_tm, mask_tm, reverse
         marks=marks,
         reset_carry=reset_carry,
         mask=mask_tm,
+        analytic_cell=cell if analytic else None,
     )
 
 
@@ -611,6 +621,7 @@ def truncated_rnn(
     resets=None,
     time_major: bool = False,
     unroll: int | bool | None = None,
+    grad: str | None = None,
 ):
     """:func:`rnn` with truncated backpropagation through time.
 
@@ -618,10 +629,12 @@ def truncated_rnn(
     ``chunk_size`` steps (the last one may be shorter); the carry passes from chunk to chunk, but its gradient is
     stopped at the start of every chunk (the first included), so gradients flow at most ``chunk_size`` steps back
     and nothing flows into ``carry``. Memory and the backward pass then scale with the chunk, not the sequence.
-    ``mask`` (steps to run, padding anywhere) and ``resets`` (segment starts) act as in :func:`rnn`.
+    ``mask`` (steps to run, padding anywhere), ``resets`` (segment starts) and ``grad`` (the backward within each
+    chunk: analytic by default for ``jaxrnn.lstm`` and ``jaxrnn.gru``) act as in :func:`rnn`.
     """
     chunk_size = _check_chunk(chunk_size, "chunk_size")
     unroll = resolve_unroll(unroll)
+    use_analytic = _check_grad(cell, grad)
     prep = prepare(cell, params, xs, carry, lengths=lengths, time_major=time_major)
     resets_tm = None if resets is None else check_resets(resets, prep.batch_shape, prep.xs.shape[0], time_major)
     lengths, mask_tm = _lengths_or_mask(prep, mask, time_major)
@@ -640,5 +653,6 @@ def truncated_rnn(
         marks=marks,
         reset_carry=reset_carry,
         mask=mask_tm,
+        analytic_cell=cell if use_analytic else None,
     )
     return final, _to_layout(ys, time_major)

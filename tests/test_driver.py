@@ -419,7 +419,7 @@ def test_resets_and_mask_keep_the_default_analytic_path():
 
     assert not uses_analytic(resets=RESETS, grad="autodiff")  # so that the checks below can fail
     assert uses_analytic(resets=RESETS) and uses_analytic(resets=RESETS, mask=MASK)
-    assert not uses_analytic(resets=RESETS, checkpoint_every=3)  # rematerialised chunks take autodiff
+    assert uses_analytic(resets=RESETS, checkpoint_every=3)  # chunk by chunk, under remat
 
 
 def test_truncated_rnn_with_resets_forward_equals_rnn():
@@ -428,6 +428,23 @@ def test_truncated_rnn_with_resets_forward_equals_rnn():
     lengths = jnp.array([7, 6, 5, 4])
     want = jaxrnn.rnn(cell, params, xs, lengths=lengths, resets=RESETS)
     assert_trees_close(jaxrnn.truncated_rnn(cell, params, xs, chunk_size=3, lengths=lengths, resets=RESETS), want)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_truncated_rnn_analytic_gradients_equal_autodiff(name):
+    cell, params = make(name)
+    xs = random_xs((4, 7, 3))
+    lengths = jnp.array([7, 6, 5, 0])
+
+    def loss(p, x, grad):
+        final, ys = jaxrnn.truncated_rnn(cell, p, x, chunk_size=3, lengths=lengths, resets=RESETS, grad=grad)
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(final))
+
+    want = jax.grad(loss, argnums=(0, 1))(params, xs, "autodiff")
+    assert_trees_close(jax.grad(loss, argnums=(0, 1))(params, xs, None), want, atol=1e-5)  # the default: analytic
+    with pytest.raises(ValueError, match="grad='analytic' needs a built-in cell"):
+        mine = jaxrnn.Cell(cell.init, cell.initial_state, lambda p, c, x: cell.step(p, c, x), name="mine")
+        jaxrnn.truncated_rnn(mine, params, xs, chunk_size=3, grad="analytic")
 
 
 def test_resets_under_vmap_and_with_several_batch_dims():

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import primitive_params
 
 import jaxrnn
 
@@ -201,13 +202,27 @@ def test_forward_values_identical_and_vmap_jacrev():
     assert per.w_h.shape == (2, H, 4 * H)
 
 
-def test_checkpoint_every_falls_back_to_autodiff():
-    cell, params, xs, carry0 = make_case("gru")
-    g_ck = jax.grad(make_loss(cell, "analytic", checkpoint_every=4))(params, xs, carry0)
-    g_ad = jax.grad(make_loss(cell, "autodiff"))(params, xs, carry0)
-    assert rel_err(g_ad, g_ck) < 1e-5
-    # forward mode works there, since no custom_vjp is involved
-    jax.jvp(lambda p: jaxrnn.rnn(cell, p, xs, checkpoint_every=4)[1], (params,), (params,))
+@pytest.mark.parametrize(
+    ("name", "steps", "reverse"),
+    [("gru", "lengths", False), ("lstm", "lengths", True), ("lstm", "mask+resets", False),
+     ("elman_tanh", "mask+resets", True), ("gru", None, True)],
+)  # fmt: skip
+def test_checkpoint_every_runs_the_analytic_backward_chunk_by_chunk(x64, name, steps, reverse):
+    """Chunks of 4 over T = 6 (a ragged last chunk): the per-chunk analytic backward, after each chunk's forward is
+    recomputed, equals autodiff through the whole sequence, with lengths (shifted per chunk), masks and resets."""
+    cell, params, xs, carry0 = make_case(name, dtype=jnp.float64)
+    kwargs = {"reverse": reverse}
+    if steps == "lengths":
+        kwargs["lengths"] = jnp.asarray(LENGTHS)
+    elif steps:
+        kwargs.update(mask=MASK, resets=RESETS)
+    g_ck = jax.grad(make_loss(cell, "analytic", checkpoint_every=4, **kwargs), argnums=(0, 1, 2))(params, xs, carry0)
+    g_ad = jax.grad(make_loss(cell, "autodiff", **kwargs), argnums=(0, 1, 2))(params, xs, carry0)
+    assert rel_err(g_ad, g_ck) < 1e-12
+    jaxpr = jax.make_jaxpr(lambda p: jnp.sum(jaxrnn.rnn(cell, p, xs, grad="analytic", checkpoint_every=4)[1]))(params)
+    assert primitive_params(jaxpr, "custom_vjp_call")
+    # forward mode needs autodiff, as without checkpointing
+    jax.jvp(lambda p: jaxrnn.rnn(cell, p, xs, checkpoint_every=4, grad="autodiff")[1], (params,), (params,))
 
 
 def test_default_grad_and_forward_mode():
