@@ -2,7 +2,7 @@
 
 One step = forward + backward + an optax Adam update of the cell and a dense readout, jitted, loss = mean squared
 error of the readout at every step. Timings are medians over ``--reps`` runs after two warm-up runs (compile
-excluded), the two paths interleaved run by run. Prints a markdown table; "speed-up" is autodiff time / analytic time (> 1: analytic is faster).
+excluded), the two paths interleaved run by run; XLA's memory figure of each compiled step beside them. Prints a markdown table; "speed-up" is autodiff time / analytic time (> 1: analytic is faster).
 
     python benchmarks/bench_fastpath.py              # all configs
     python benchmarks/bench_fastpath.py --quick      # small configs only, fewer reps
@@ -79,11 +79,13 @@ def time_config(name, batch, steps, features, hidden, reps, dtype=jnp.float32, p
     targets = jax.random.normal(k_y, (batch, steps, 1), dtype)
     options = step_options(padding, batch, steps, k_n)
     optimizer = optax.adam(1e-3)
-    runs = {}
+    runs, memory = {}, {}
     for grad in ("autodiff", "analytic"):
-        step = make_step(cell, grad, optimizer, checkpoint_every)
         state = [params, optimizer.init(params)]
-        for _ in range(2):  # compile + warm-up
+        step = make_step(cell, grad, optimizer, checkpoint_every).lower(*state, xs, targets, options).compile()
+        m = step.memory_analysis()  # XLA's figure for the whole step: arguments, outputs and temporaries
+        memory[grad] = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+        for _ in range(2):  # warm-up
             state[0], state[1], loss = step(state[0], state[1], xs, targets, options)
         loss.block_until_ready()
         runs[grad] = (step, state, [])
@@ -94,7 +96,7 @@ def time_config(name, batch, steps, features, hidden, reps, dtype=jnp.float32, p
             loss.block_until_ready()
             times.append(time.perf_counter() - t0)
     result = {grad: statistics.median(times) for grad, (_, _, times) in runs.items()}
-    return result
+    return result, memory
 
 
 def main(argv=None):
@@ -111,17 +113,17 @@ def main(argv=None):
         f"checkpoint_every {args.checkpoint_every}"
     )
     print()
-    print("| cell | B | T | D | H | autodiff ms/step | analytic ms/step | speed-up |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| cell | B | T | D | H | autodiff ms/step | analytic ms/step | speed-up | XLA MiB autodiff / analytic |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, batch, steps, features, hidden, reps in configs:
         reps = args.reps or (5 if args.quick else reps)
-        r = time_config(
+        r, mem = time_config(
             name, batch, steps, features, hidden, reps, padding=args.padding, checkpoint_every=args.checkpoint_every
         )
         ad, an = 1e3 * r["autodiff"], 1e3 * r["analytic"]
-        print(
-            f"| {name} | {batch} | {steps} | {features} | {hidden} | {ad:.2f} | {an:.2f} | {ad / an:.2f}x |", flush=True
-        )
+        mib = f"{mem['autodiff'] / 2**20:.0f} / {mem['analytic'] / 2**20:.0f}"
+        print(f"| {name} | {batch} | {steps} | {features} | {hidden} | {ad:.2f} | {an:.2f} | {ad / an:.2f}x | {mib} |",
+              flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
