@@ -110,10 +110,28 @@ def _core_params(params: Mapping, name: str, kind: str):
     return LSTMParams(w_x=_reorder(w[:inputs], hidden), w_h=_reorder(w[inputs:], hidden), b=b)
 
 
+def _looks_like_core(params: Mapping, name: str) -> bool:
+    """Whether the module ``name`` has an ``hk.LSTM``'s or ``hk.VanillaRNN``'s parameter shapes (or is an
+    ``hk.GRU``, so that it is reported)."""
+    entry = params.get(name)
+    if isinstance(entry, Mapping) and {"w_i", "w_h"} <= set(entry):
+        return True
+    first, second = params.get(f"{name}/linear"), params.get(f"{name}/linear_1")
+    w = first.get("w") if isinstance(first, Mapping) else None
+    if getattr(w, "ndim", 0) != 2:
+        return False
+    if isinstance(second, Mapping):
+        w_h = second.get("w")
+        return getattr(w_h, "shape", None) == (w.shape[1], w.shape[1])
+    return w.shape[1] % 4 == 0 and w.shape[0] > w.shape[1] // 4
+
+
 def _default_names(params: Mapping) -> list[str]:
-    """The cores in ``params``, in Haiku's creation order (``lstm``, ``lstm_1``, ...; ``vanilla_rnn``, ...)."""
+    """The cores in ``params``, in Haiku's creation order (``lstm``, ``lstm_1``, ...; ``vanilla_rnn``, ...): the
+    modules with the parameter shapes of one."""
     names = {path.rsplit("/", 1)[0] for path in params if re.search(r"/linear(_\d+)?$", path)}
-    names |= {path for path, entry in params.items() if isinstance(entry, Mapping) and {"w_i", "w_h"} <= set(entry)}
+    names |= set(params)
+    names = {name for name in names if _looks_like_core(params, name)}
 
     def order(name):
         match = re.match(r"^(.*?)(?:_(\d+))?$", name)
@@ -132,7 +150,8 @@ def from_haiku(params: Mapping, names: str | Sequence[str] | None = None) -> tup
     Args:
       params: Haiku's parameter dict (from ``hk.transform(...).init``), or the part of it that holds the cores.
       names: the core's module name (``"lstm"``, ``"my_model/~/lstm"``), or the names of a ``DeepRNN``'s cores in
-        order. None: every core in ``params``, in Haiku's naming order (``lstm``, ``lstm_1``, ...).
+        order. None: every module in ``params`` with the parameter shapes of a core, in Haiku's naming order
+        (``lstm``, ``lstm_1``, ...); pass ``names`` when the model holds other modules that could look like one.
 
     Raises:
       ValueError: an ``hk.GRU`` (a reset-before GRU), a name with no core, cores of mixed kinds, or weights whose

@@ -97,6 +97,8 @@ def test_names_pick_cores_and_errors():
     nested = {f"model/~/{k}": v for k, v in hk_params.items()}
     layer, params = interop.from_haiku(nested, names=["model/~/lstm", "model/~/lstm_1"])
     assert_trees_close(params, interop.from_haiku(hk_params)[1])
+    with_head = {**hk_params, "model/~/linear": {"w": jnp.ones((H, 3)), "b": jnp.zeros(3)}}
+    assert_trees_close(interop.from_haiku(with_head)[1], params)  # a readout is not taken for a core
     one, (p,) = interop.from_haiku(hk_params, "lstm_1")
     assert one.num_layers == 1 and p.w_x.shape == (H, 4 * H)
 
@@ -113,6 +115,8 @@ def test_names_pick_cores_and_errors():
     with pytest.raises(TypeError, match="params must be Haiku's parameter dict"):
         interop.from_haiku([1, 2])
     with pytest.raises(ValueError, match=r"must be \[D\+H, 4H\] with D >= 1, got \[5, 20\]"):
+        interop.from_haiku({"lstm/linear": {"w": jnp.zeros((5, 20)), "b": jnp.zeros(20)}}, "lstm")
+    with pytest.raises(ValueError, match=r"params holds no Haiku recurrent core .* found \['lstm/linear'\]"):
         interop.from_haiku({"lstm/linear": {"w": jnp.zeros((5, 20)), "b": jnp.zeros(20)}})
     with pytest.raises(TypeError, match="must be floating point"):
         interop.from_haiku({"lstm/linear": {"w": jnp.zeros((9, 20), jnp.int32), "b": jnp.zeros(20)}})
