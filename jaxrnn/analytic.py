@@ -53,7 +53,7 @@ from jaxrnn.cells.base import Cell, add_bias
 from jaxrnn.cells.elman import ElmanParams
 from jaxrnn.cells.gru import GRUParams
 from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMState
-from jaxrnn.driver import _lengths_or_mask, prepare, reset_marks
+from jaxrnn.driver import _lengths_or_mask, _where_valid, prepare, reset_marks, step_validity
 from jaxrnn.mlp import MLPParams, hidden_activations
 
 __all__ = [
@@ -379,26 +379,10 @@ def step_rule(cell: Cell) -> StepRule | None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _mask_tree(valid, new, old):
-    def pick(n, o):
-        m = valid.reshape(valid.shape + (1,) * (n.ndim - valid.ndim))
-        return jnp.where(m, n, o)
-
-    return jax.tree.map(pick, new, old)
-
-
-def step_validity(t, lengths, mask_t):
-    """Which sequences run step ``t``: ``mask_t [*batch]`` (this step's row of a step mask) when given, else
-    ``t < lengths``; None when every step runs."""
-    if mask_t is not None:
-        return mask_t
-    return None if lengths is None else t < lengths
-
-
 def reset_carry(mark_t, carry):
     """The carry a step starts from: zeros (the built-in cells' initial state) where ``mark_t [*batch]`` (a segment
     start, from :func:`jaxrnn.driver.reset_marks`), else ``carry``; ``carry`` itself without marks."""
-    return carry if mark_t is None else _mask_tree(mark_t, jax.tree.map(jnp.zeros_like, carry), carry)
+    return carry if mark_t is None else _where_valid(mark_t, jax.tree.map(jnp.zeros_like, carry), carry)
 
 
 def cut_at_resets(vjp, mark_t):
@@ -417,7 +401,7 @@ def cut_at_resets(vjp, mark_t):
 def _masked_step(valid, new, old, y):
     """One step under ``lengths`` or a mask: where ``valid`` (broadcastable to ``y``) the new carry and ``y``, elsewhere the
     old carry and zeros."""
-    return _mask_tree(valid, new, old), jnp.where(valid, y, jnp.zeros_like(y))
+    return _where_valid(valid, new, old), jnp.where(valid, y, jnp.zeros_like(y))
 
 
 def _masked_vjp(vjp, valid, dcarry, dy):
@@ -425,8 +409,8 @@ def _masked_vjp(vjp, valid, dcarry, dy):
     (broadcastable to ``dy``) as is; elsewhere it sees zero cotangents, so its other outputs are zero, and
     ``dcarry`` passes through unchanged."""
     dy = jnp.where(valid, dy, jnp.zeros_like(dy))
-    *cotangents, dcarry_prev = vjp(_mask_tree(valid, dcarry, jax.tree.map(jnp.zeros_like, dcarry)), dy)
-    return (*cotangents, _mask_tree(valid, dcarry_prev, dcarry))
+    *cotangents, dcarry_prev = vjp(_where_valid(valid, dcarry, jax.tree.map(jnp.zeros_like, dcarry)), dy)
+    return (*cotangents, _where_valid(valid, dcarry_prev, dcarry))
 
 
 def forward_with_residuals(

@@ -154,6 +154,14 @@ def _where_valid(valid: jax.Array, new, old):
     return jax.tree.map(pick, new, old)
 
 
+def step_validity(t, lengths, mask_t):
+    """Which sequences run step ``t``: ``mask_t [*batch]`` (this step's row of a step mask) when given, else
+    ``t < lengths``; None when every step runs."""
+    if mask_t is not None:
+        return mask_t
+    return None if lengths is None else t < lengths
+
+
 def _varying_axes(x) -> frozenset:
     aval = jax.typeof(x)
     manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10
@@ -221,10 +229,9 @@ def scan_cell(
         t, x, mark, valid = inputs
         c_in = c if mark is None else _where_valid(mark, reset_carry, c)
         new_c, y = step(params, c_in, x)
+        valid = step_validity(t, lengths, valid)
         if valid is None:
-            if lengths is None:
-                return new_c, y
-            valid = t < lengths
+            return new_c, y
         return _where_valid(valid, new_c, c), _where_valid(valid, y, jax.tree.map(jnp.zeros_like, y))
 
     times = t_offset + jnp.arange(xs_tm.shape[0])

@@ -46,11 +46,10 @@ from jaxrnn.analytic import (
     _masked_vjp,
     cut_at_resets,
     forward_with_residuals,
-    step_validity,
 )
 from jaxrnn.cells import gru as _gru
 from jaxrnn.cells import lstm as _lstm
-from jaxrnn.driver import match_varying, step_input, sum_to_varying
+from jaxrnn.driver import match_varying, step_input, step_validity, sum_to_varying
 
 __all__ = ["analytic_by_default", "analytic_scan", "has_rule"]
 

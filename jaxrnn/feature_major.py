@@ -39,9 +39,9 @@ from jaxrnn.analytic import (
     _masked_vjp,
     cut_at_resets,
     reset_carry,
-    step_validity,
 )
 from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMState, gate_activations
+from jaxrnn.driver import step_validity
 
 __all__ = ["MIN_BATCH", "MIN_GATE_WIDTH", "Kept", "backward", "forward", "use_feature_major"]
 

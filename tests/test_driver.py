@@ -350,6 +350,13 @@ def _segment_reference(cell, params, xs, carry0, resets, lengths, reverse):
     return jax.tree.map(lambda *c: jnp.stack(c), *finals), jnp.stack(rows)
 
 
+def _segment_case(name):
+    """``(cell, params, xs [4, 7, 3], carry0)`` with a nonzero initial carry, for the segment and mask tests."""
+    cell, params = make(name)
+    carry0 = jax.tree.map(lambda z: z + 0.3, cell.initial_state(params, (4,)))
+    return cell, params, random_xs((4, 7, 3)), carry0
+
+
 RESETS = np.array(
     [
         [False, False, True, False, False, True, False],  # two boundaries
@@ -366,9 +373,7 @@ RESETS = np.array(
      ("gru", False, True), ("gru", True, True)],
 )  # fmt: skip
 def test_resets_equal_each_segment_run_alone(name, reverse, with_lengths):
-    cell, params = make(name)
-    xs = random_xs((4, 7, 3))
-    carry0 = jax.tree.map(lambda z: z + 0.3, cell.initial_state(params, (4,)))
+    cell, params, xs, carry0 = _segment_case(name)
     lengths = jnp.array([7, 6, 5, 4]) if with_lengths else None
     final, ys = jaxrnn.rnn(cell, params, xs, carry0, lengths=lengths, resets=RESETS, reverse=reverse)
     ref = jax.jit(lambda p, x: _segment_reference(cell, p, x, carry0, RESETS, lengths, reverse))(params, xs)
@@ -386,9 +391,7 @@ def test_resets_equal_each_segment_run_alone(name, reverse, with_lengths):
 
 @pytest.mark.parametrize("name, reverse", [("lstm", False), ("gru", True)])
 def test_resets_gradients_equal_the_segment_reference(name, reverse):
-    cell, params = make(name)
-    xs = random_xs((4, 7, 3))
-    carry0 = jax.tree.map(lambda z: z + 0.3, cell.initial_state(params, (4,)))
+    cell, params, xs, carry0 = _segment_case(name)
     lengths = jnp.array([7, 6, 5, 4])
 
     def loss(run, p, x):
@@ -517,9 +520,7 @@ def _compact_reference(cell, params, xs, carry0, mask, resets, reverse):
      ("gru", False, False), ("gru", True, True)],
 )  # fmt: skip
 def test_mask_equals_each_row_run_on_its_valid_steps(name, reverse, with_resets):
-    cell, params = make(name)
-    xs = random_xs((4, 7, 3))
-    carry0 = jax.tree.map(lambda z: z + 0.3, cell.initial_state(params, (4,)))
+    cell, params, xs, carry0 = _segment_case(name)
     resets = RESETS if with_resets else None
     final, ys = jaxrnn.rnn(cell, params, xs, carry0, mask=MASK, resets=resets, reverse=reverse)
     ref = _compact_reference(cell, params, xs, carry0, MASK, resets, reverse)
@@ -550,9 +551,7 @@ def test_mask_reset_on_a_masked_step_starts_the_next_valid_step():
 
 @pytest.mark.parametrize("name, reverse", [("lstm", True), ("gru", False)])
 def test_mask_gradients_equal_the_compact_reference_and_survive_remat(name, reverse):
-    cell, params = make(name)
-    xs = random_xs((4, 7, 3))
-    carry0 = jax.tree.map(lambda z: z + 0.3, cell.initial_state(params, (4,)))
+    cell, params, xs, carry0 = _segment_case(name)
 
     def loss(run, p, x, c):
         final, ys = run(p, x, c)
