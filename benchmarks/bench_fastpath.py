@@ -8,6 +8,7 @@ excluded), the two paths interleaved run by run; XLA's memory figure of each com
     python benchmarks/bench_fastpath.py --quick      # small configs only, fewer reps
     python benchmarks/bench_fastpath.py --padding mask   # Keras-style left padding, as a step mask
     python benchmarks/bench_fastpath.py --long --checkpoint-every 100   # T = 10,000, rematerialised in chunks
+    python benchmarks/bench_fastpath.py --cells gru gru_reset_before    # only these cells' configs
 
 ``--padding lengths`` / ``mask`` gives every sequence a length drawn from ``[T/2, T]``: right padding described by
 ``lengths``, or left padding (Keras' ``pad_sequences`` default) described by ``mask``; the loss is then the mean
@@ -32,11 +33,15 @@ CONFIGS = [
     ("lstm", 1, 1000, 8, 32, 20),
     ("lstm", 32, 100, 32, 128, 20),
     ("gru", 32, 100, 32, 128, 20),
+    ("gru_reset_before", 1, 1000, 8, 32, 20),
+    ("gru_reset_before", 32, 100, 32, 128, 20),
     ("elman", 32, 100, 32, 128, 20),
     ("lstm", 64, 200, 64, 512, 5),
 ]
 LONG = ("lstm", 8, 10000, 32, 256, 3)  # with --long only: the benchmark's memory config
-CELLS = {"elman": jaxrnn.elman, "lstm": jaxrnn.lstm, "gru": jaxrnn.gru}
+# name: (cell, init options)
+CELLS = {"elman": (jaxrnn.elman, {}), "lstm": (jaxrnn.lstm, {}), "gru": (jaxrnn.gru, {}),
+         "gru_reset_before": (jaxrnn.gru, {"reset_after": False})}  # fmt: skip
 
 
 PADDINGS = ("none", "lengths", "mask", "resets")
@@ -72,9 +77,10 @@ def step_options(padding: str, batch: int, steps: int, key) -> dict:
 
 
 def time_config(name, batch, steps, features, hidden, reps, dtype=jnp.float32, padding="none", checkpoint_every=None):
-    cell = CELLS[name]
+    cell, init_options = CELLS[name]
     k_p, k_r, k_x, k_y, k_n = jax.random.split(jax.random.key(0), 5)
-    params = (cell.init(k_p, features, hidden, dtype=dtype), 0.1 * jax.random.normal(k_r, (hidden, 1), dtype))
+    cell_params = cell.init(k_p, features, hidden, dtype=dtype, **init_options)
+    params = (cell_params, 0.1 * jax.random.normal(k_r, (hidden, 1), dtype))
     xs = jax.random.normal(k_x, (batch, steps, features), dtype)
     targets = jax.random.normal(k_y, (batch, steps, 1), dtype)
     options = step_options(padding, batch, steps, k_n)
@@ -106,8 +112,11 @@ def main(argv=None):
     parser.add_argument("--padding", choices=PADDINGS, default="none", help="variable lengths as lengths or a mask")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="rematerialise in chunks of K steps")
     parser.add_argument("--long", action="store_true", help="only the T = 10,000 LSTM (B=8, H=256)")
+    parser.add_argument("--cells", nargs="+", choices=sorted(CELLS), default=None, help="only these cells' configs")
     args = parser.parse_args(argv)
     configs = [LONG] if args.long else [c for c in CONFIGS if not (args.quick and c[4] >= 512)]
+    if args.cells:
+        configs = [c for c in configs if c[0] in args.cells]
     print(
         f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}, padding {args.padding}, "
         f"checkpoint_every {args.checkpoint_every}"

@@ -193,7 +193,8 @@ class ElmanResiduals(NamedTuple):
 
 
 class GRUResiduals(NamedTuple):
-    """What the GRU backward keeps: the gates ``r, z, n`` and ``hn = h W_hn + b_hn``, each ``[*batch, H]``."""
+    """What the GRU backward keeps: the gates ``r, z, n`` and ``hn``, each ``[*batch, H]``. Reset after: ``hn =
+    h W_hn + b_hn``; reset before: ``hn = r ⊙ h``, the input of ``W_hn``."""
 
     r: jax.Array
     z: jax.Array
@@ -293,24 +294,34 @@ def lstm_step_vjp(params: LSTMParams, carry: LSTMState, x: jax.Array, residuals:
 
 
 def gru_forward(params: GRUParams, carry: jax.Array, x: jax.Array):
-    """One GRU step keeping residuals: returns ``(h', h', GRUResiduals(r, z, n, hn))``, ``hn = h W_hn + b_hn``."""
+    """One GRU step keeping residuals: returns ``(h', h', GRUResiduals(r, z, n, hn))``; ``hn = h W_hn + b_hn``
+    (reset after) or ``r ⊙ h`` (reset before)."""
     hidden = params.w_h.shape[0]
     a_r, a_z, a_n = jnp.split(add_bias(x @ params.w_x, params.b), 3, axis=-1)
-    u = carry @ params.w_h
-    u_r, u_z = u[..., :hidden], u[..., hidden : 2 * hidden]
-    hn = add_bias(u[..., 2 * hidden :], params.b_hn)
-    r = jax.nn.sigmoid(a_r + u_r)
-    z = jax.nn.sigmoid(a_z + u_z)
-    n = jnp.tanh(a_n + r * hn)
+    u = carry @ (params.w_h if params.reset_after else params.w_h[:, : 2 * hidden])
+    r = jax.nn.sigmoid(a_r + u[..., :hidden])
+    z = jax.nn.sigmoid(a_z + u[..., hidden : 2 * hidden])
+    if params.reset_after:
+        hn = add_bias(u[..., 2 * hidden :], params.b_hn)
+        n = jnp.tanh(a_n + r * hn)
+    else:
+        hn = r * carry
+        n = jnp.tanh(a_n + hn @ params.w_h[:, 2 * hidden :])
     h = (1.0 - z) * n + z * carry
     return h, h, GRUResiduals(r=r, z=z, n=n, hn=hn)
 
 
 def _gru_delta(params: GRUParams, carry, res: GRUResiduals, dcarry, dh):
+    hidden = params.w_h.shape[0]
     g = dcarry + dh
     dn_pre = g * (1.0 - res.z) * (1.0 - res.n * res.n)
-    da_r = dn_pre * res.hn * res.r * (1.0 - res.r)
     da_z = g * (carry - res.n) * res.z * (1.0 - res.z)
+    if not params.reset_after:
+        ds = dn_pre @ params.w_h[:, 2 * hidden :].T
+        da_rz = jnp.concatenate([ds * carry * res.r * (1.0 - res.r), da_z], axis=-1)
+        da = jnp.concatenate([da_rz, dn_pre], axis=-1)
+        return da, da, da_rz @ params.w_h[:, : 2 * hidden].T + ds * res.r + g * res.z
+    da_r = dn_pre * res.hn * res.r * (1.0 - res.r)
     da = jnp.concatenate([da_r, da_z, dn_pre], axis=-1)
     du = jnp.concatenate([da_r, da_z, dn_pre * res.r], axis=-1)
     return da, du, du @ params.w_h.T + g * res.z
@@ -328,10 +339,26 @@ def gru_step_vjp(params: GRUParams, carry: jax.Array, x: jax.Array, residuals: G
         dW_x = Σ xᵀ da    db = Σ da    dW_h = Σ hᵀ du    db_hn = Σ dn̂ ⊙ r
         dh_prev = du W_hᵀ + g ⊙ z       dx = da W_xᵀ
 
+    Reset before (``b_hn`` None; ``n = tanh(a_n + s W_hn)`` with ``s = r ⊙ h``, kept as ``hn``)::
+
+        ds   = dn̂ W_hnᵀ                 dâ_r = ds ⊙ h ⊙ r(1 − r)        dâ_z as above
+        da = du = [dâ_r | dâ_z | dn̂]
+        dW_h = [Σ hᵀ [dâ_r | dâ_z]  |  Σ sᵀ dn̂]
+        dh_prev = [dâ_r | dâ_z] W_{h,rz}ᵀ + ds ⊙ r + g ⊙ z
+
     Returns ``(GRUParams of gradients, dh_prev [*batch, H], dx [*batch, D])``.
     """
     da, du, dcarry_prev = _gru_delta(params, carry, residuals, dcarry, dh)
-    return _assemble(params, x, _hidden(carry), da, du), dcarry_prev, da @ params.w_x.T
+    hs_n = _recurrent_n_input(params, residuals)
+    return _assemble(params, x, _hidden(carry), da, du, hs_n), dcarry_prev, da @ params.w_x.T
+
+
+def _recurrent_n_input(params, residuals):
+    """What multiplies the n block of ``W_h`` when it is not ``h``: the reset-before GRU's ``r ⊙ h`` (stacked like
+    ``residuals``); None for every other cell."""
+    if isinstance(params, GRUParams) and not params.reset_after:
+        return residuals.hn
+    return None
 
 
 def _hidden(carry):
@@ -339,16 +366,25 @@ def _hidden(carry):
     return carry.h if isinstance(carry, LSTMState) else carry
 
 
-def _assemble(params, xs, hs, da, du):
-    """Parameter gradients from the deltas, every leading (time and batch) dim contracted in one matmul each."""
+def _assemble(params, xs, hs, da, du, hs_n=None):
+    """Parameter gradients from the deltas, every leading (time and batch) dim contracted in one matmul each.
+    ``hs_n``: what multiplies ``W_h``'s n block where that is not ``hs`` (see ``_recurrent_n_input``)."""
     dtype = params.w_x.dtype
-    d_wx, d_wh, d_b = _contract(xs, da, dtype), _contract(hs, du, dtype), _sum_lead(da, dtype)
+    d_wx, d_b = _contract(xs, da, dtype), _sum_lead(da, dtype)
+    if hs_n is None:
+        d_wh = _contract(hs, du, dtype)
+    else:
+        split = du.shape[-1] - hs_n.shape[-1]
+        d_wh = jnp.concatenate(
+            [_contract(hs, du[..., :split], dtype), _contract(hs_n, du[..., split:], dtype)], axis=-1
+        )
     if isinstance(params, ElmanParams):
         return ElmanParams(w_x=d_wx, w_h=d_wh, b=d_b, activation=params.activation)
     if isinstance(params, LSTMParams):
         return LSTMParams(w_x=d_wx, w_h=d_wh, b=d_b)
     hidden = params.w_h.shape[0]
-    return GRUParams(w_x=d_wx, w_h=d_wh, b=d_b, b_hn=_sum_lead(du[..., 2 * hidden :], dtype))
+    d_bhn = _sum_lead(du[..., 2 * hidden :], dtype) if params.reset_after else None
+    return GRUParams(w_x=d_wx, w_h=d_wh, b=d_b, b_hn=d_bhn)
 
 
 class StepRule(NamedTuple):

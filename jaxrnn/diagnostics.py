@@ -192,7 +192,8 @@ def gate_traces(cell, params, xs, carry=None, *, lengths=None, mask=None, resets
 
     - LSTM: ``LSTMGates(i, f, g, o, c)`` — ``i = σ(a_i)``, ``f = σ(a_f)``, ``g = tanh(a_g)``, ``o = σ(a_o)`` and the new
       cell state ``c' = f·c + i·g``;
-    - GRU: ``GRUGates(r, z, n)`` — ``r = σ(..)``, ``z = σ(..)``, ``n = tanh(a_n + r·(h W_hn + b_hn))``;
+    - GRU: ``GRUGates(r, z, n)`` — ``r = σ(..)``, ``z = σ(..)``, ``n = tanh(a_n + r·(h W_hn + b_hn))`` (reset
+      before: ``n = tanh(a_n + (r·h) W_hn)``);
     - Elman: ``ElmanTrace(h)``, the hidden state (no gates).
 
     Each field is ``[*batch, T, H]`` (``[T, *batch, H]`` with ``time_major``). ``lengths``, ``mask`` and

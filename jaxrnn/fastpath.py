@@ -44,6 +44,7 @@ from jaxrnn.analytic import (
     _assemble,
     _hidden,
     _masked_vjp,
+    _recurrent_n_input,
     cut_at_resets,
     forward_with_residuals,
 )
@@ -157,9 +158,11 @@ def _backward(rule: StepRule, reverse, unroll, params, xs_tm, kept, lengths, dfi
         return dcarry_prev, (da, None if du is da else du)
 
     dcarry0, (da, du) = lax.scan(body, dfinal, (times, kept, dys, mask, marks), reverse=not reverse, unroll=unroll)
-    carries = (kept if layout is None else _unpack(layout, kept))[0]
-    # Elman and LSTM: du is da (only the GRU's n gate differs), so it is emitted once.
-    dparams = _assemble(params, xs_tm, _hidden(carries), da, da if du is None else du)
+    carries, residuals = kept if layout is None else _unpack(layout, kept)
+    # Elman, LSTM and the reset-before GRU: du is da (only the reset-after GRU's n gate differs), so it is emitted
+    # once.
+    hs_n = _recurrent_n_input(params, residuals)
+    dparams = _assemble(params, xs_tm, _hidden(carries), da, da if du is None else du, hs_n)
     dxs = jnp.matmul(da, params.w_x.T, preferred_element_type=_acc_dtype(params.w_h.dtype)).astype(xs_tm.dtype)
     return dparams, dxs, dcarry0
 

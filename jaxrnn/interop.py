@@ -1,8 +1,9 @@
 """Weights in and out of PyTorch and Keras 3: the same function, outputs, final states and gradients.
 
 ``from_torch``/``to_torch`` convert ``torch.nn.RNN`` (tanh, relu), ``nn.LSTM`` and ``nn.GRU``, multi-layer and
-bidirectional, and the cells ``nn.RNNCell``, ``nn.LSTMCell``, ``nn.GRUCell``, and ``from_keras``/``to_keras`` convert Keras 3 ``SimpleRNN``, ``LSTM``, ``GRU`` (``reset_after=True``)
-and ``keras.layers.Bidirectional`` around them. The result is a :func:`jaxrnn.stack` :class:`~jaxrnn.Layer` and its
+bidirectional, and the cells ``nn.RNNCell``, ``nn.LSTMCell``, ``nn.GRUCell``, and ``from_keras``/``to_keras``
+convert Keras 3 ``SimpleRNN``, ``LSTM``, ``GRU`` (``reset_after=True``, or ``False``: jaxrnn's reset-before GRU,
+``b_hn=None``) and ``keras.layers.Bidirectional`` around them. The result is a :func:`jaxrnn.stack` :class:`~jaxrnn.Layer` and its
 params, so ``layer.apply(params, xs, lengths=lengths)`` computes what the peer computes on a PackedSequence (PyTorch)
 or a right-padding mask (Keras). Torch and Keras are optional: they are imported only inside these functions.
 Flax's converters (``from_flax``, ``to_flax``, ``carry_from_flax``, ``carry_to_flax``) live in
@@ -29,8 +30,10 @@ Keras 3 (LSTM gates i, f, c, o = ours; GRU gates **z, r, h**, ours r, z, n; ``sw
     SimpleRNN, LSTM:   w_x = kernel,  w_h = recurrent_kernel,  b = bias
     GRU:               w_x = swap(kernel),  w_h = swap(recurrent_kernel),
                        b = swap(bias[0]) + [bias[1]_r, bias[1]_z, 0],   b_hn = bias[1]_h
+    GRU, reset_after=False:   b = swap(bias),   b_hn = None (the reset-before GRU)
 
-``to_keras`` writes ``bias = [swap(b), [0, 0, b_hn]]`` for the GRU.
+``to_keras`` writes ``bias = [swap(b), [0, 0, b_hn]]`` for the GRU (``swap(b)`` for the reset-before one). PyTorch's
+GRU resets after its recurrent matmul only: a reset-before GRU does not go to PyTorch.
 
 Conventions that are not weights:
 
@@ -126,9 +129,15 @@ def _jnp(a: np.ndarray):
     return jnp.asarray(a, dtype=a.dtype)
 
 
+# The GRU form each exporter's peer computes: True reset after (b_hn), False reset before, None either.
+_GRU_FORM = {"to_torch": ("PyTorch's nn.GRU", True), "to_flax": ("Flax's GRUCell", True),
+             "to_equinox": ("Equinox's GRUCell", True), "to_haiku": ("Haiku's hk.GRU", False)}  # fmt: skip
+
+
 def _layer_info(layer, params, caller: str) -> tuple[str, str, int, int, list]:
     """Validate a built-in-cell Layer and its params; return ``(kind, activation, input_size, hidden, entries)``
-    where ``entries[k]`` is ``[forward]`` or ``[forward, backward]`` cell params of layer ``k``."""
+    where ``entries[k]`` is ``[forward]`` or ``[forward, backward]`` cell params of layer ``k``. GRU params must all
+    be one form (reset after or before), the form ``caller``'s peer computes (``_GRU_FORM``)."""
     if not isinstance(layer, Layer):
         raise TypeError(f"{caller}: layer must be a jaxrnn Layer (from jaxrnn.stack), got {type(layer).__name__}")
     kinds = [k for k, c in _CELLS.items() if layer.cell is c]
@@ -167,7 +176,26 @@ def _layer_info(layer, params, caller: str) -> tuple[str, str, int, int, list]:
                     )
                 activation = p.activation
         entries.append(directions)
+    if kind == "gru":
+        _check_gru_form([p for directions in entries for p in directions], caller)
     return kind, activation or "tanh", input_size, hidden, entries
+
+
+def _check_gru_form(params: list, caller: str) -> None:
+    forms = {p.reset_after for p in params}
+    if len(forms) != 1:
+        raise ValueError(
+            f"{caller}: the GRU params mix reset-after (b_hn an array) and reset-before (b_hn=None) cells; one peer "
+            f"layer computes one form"
+        )
+    peer, want = _GRU_FORM.get(caller, (None, None))
+    if want is not None and forms.pop() != want:
+        form = "resets after" if want else "resets before"
+        got = "reset-before (b_hn=None)" if want else "reset-after (b_hn an array)"
+        raise ValueError(
+            f"{caller}: {peer} {form} its recurrent matmul; these params are a {got} GRU, a different function that "
+            f"it cannot compute"
+        )
 
 
 def _dtype_of(entries) -> np.dtype:
@@ -414,8 +442,9 @@ def to_torch(layer: Layer, params, *, ignore_dropout: bool = False, cell: bool =
 
     Raises:
       ValueError: a cell other than jaxrnn.elman/lstm/gru, a merge other than ``"concat"`` (torch concatenates), mixed
-        Elman activations, ``layer.recurrent_dropout > 0`` (torch has none) unless ``ignore_dropout=True``, or
-        ``cell=True`` for more than one layer or direction.
+        Elman activations, ``layer.recurrent_dropout > 0`` (torch has none) unless ``ignore_dropout=True``,
+        ``cell=True`` for more than one layer or direction, or a reset-before GRU (``b_hn=None``; torch's GRU resets
+        after its recurrent matmul).
     """
     import torch
 
@@ -542,7 +571,32 @@ def _import_keras():
     return keras
 
 
-def _params_from_keras(kind: str, activation: str, kernel, recurrent, bias, where: str):
+def _gru_from_keras(kernel, recurrent, bias, hidden: int, reset_after, where: str) -> GRUParams:
+    """``reset_after``: the layer's setting, or None to read it from the bias shape (``[2, 3H]`` after, ``[3H]``
+    before; no bias: after)."""
+    shapes = {True: (2, 3 * hidden), False: (3 * hidden,)}
+    if reset_after is None:
+        reset_after = bias is None or bias.shape != shapes[False]
+    if bias is None:
+        bias = np.zeros(shapes[reset_after], kernel.dtype)
+    if bias.shape != shapes[reset_after]:
+        raise ValueError(
+            f"{where}bias must have shape {_shape(shapes[reset_after])} (reset_after={reset_after}), got "
+            f"{_shape(bias.shape)}"
+        )
+    if not reset_after:  # one bias, outside the reset product
+        return GRUParams(w_x=_jnp(_swap_zr(kernel, hidden)), w_h=_jnp(_swap_zr(recurrent, hidden)),
+                         b=_jnp(_swap_zr(bias, hidden)), b_hn=None)  # fmt: skip
+    rec_bias = np.concatenate([bias[1, : 2 * hidden], np.zeros((hidden,), bias.dtype)])
+    return GRUParams(
+        w_x=_jnp(_swap_zr(kernel, hidden)),
+        w_h=_jnp(_swap_zr(recurrent, hidden)),
+        b=_jnp(_swap_zr(bias[0] + rec_bias, hidden)),
+        b_hn=_jnp(bias[1, 2 * hidden :]),
+    )
+
+
+def _params_from_keras(kind: str, activation: str, kernel, recurrent, bias, where: str, reset_after=None):
     hidden = recurrent.shape[0] if recurrent.ndim == 2 else None
     gates = _GATES[kind]
     if hidden is None or recurrent.shape != (hidden, gates * hidden):
@@ -552,24 +606,7 @@ def _params_from_keras(kind: str, activation: str, kernel, recurrent, bias, wher
     if kernel.ndim != 2 or kernel.shape[1] != gates * hidden:
         raise ValueError(f"{where}kernel must have shape [D, {gates * hidden}], got {_shape(kernel.shape)}")
     if kind == "gru":
-        if bias is None:
-            bias = np.zeros((2, 3 * hidden), kernel.dtype)
-        if bias.shape == (3 * hidden,):
-            raise ValueError(
-                f"{where}bias has shape [{3 * hidden}], i.e. a GRU with reset_after=False (reset before the "
-                f"recurrent matmul), a different model that jaxrnn.gru cannot represent; expected reset_after=True "
-                f"(bias [2, {3 * hidden}])"
-            )
-        if bias.shape != (2, 3 * hidden):
-            raise ValueError(f"{where}bias must have shape [2, {3 * hidden}] (reset_after=True), got "
-                             f"{_shape(bias.shape)}")  # fmt: skip
-        rec_bias = np.concatenate([bias[1, : 2 * hidden], np.zeros((hidden,), bias.dtype)])
-        return GRUParams(
-            w_x=_jnp(_swap_zr(kernel, hidden)),
-            w_h=_jnp(_swap_zr(recurrent, hidden)),
-            b=_jnp(_swap_zr(bias[0] + rec_bias, hidden)),
-            b_hn=_jnp(bias[1, 2 * hidden :]),
-        )
+        return _gru_from_keras(kernel, recurrent, bias, hidden, reset_after, where)
     if bias is None:
         bias = np.zeros((gates * hidden,), kernel.dtype)
     if bias.shape != (gates * hidden,):
@@ -584,6 +621,8 @@ def _params_to_keras(kind: str, p) -> list[np.ndarray]:
     if kind != "gru":
         return [w_x, w_h, b]
     hidden = w_h.shape[0]
+    if not p.reset_after:
+        return [_swap_zr(w_x, hidden), _swap_zr(w_h, hidden), _swap_zr(b, hidden)]
     rec = np.concatenate([np.zeros((2 * hidden,), b.dtype), np.asarray(p.b_hn)])
     return [_swap_zr(w_x, hidden), _swap_zr(w_h, hidden), np.stack([_swap_zr(b, hidden), rec])]
 
@@ -621,11 +660,6 @@ def _read_keras_rnn(rnn, ignore_dropout: bool, where: str) -> dict:
                 f"{where}{name} has recurrent_activation={recurrent_activation!r}; jaxrnn.{kind} uses 'sigmoid' "
                 f"(Keras 3's 'hard_sigmoid' is a different function)"
             )
-    if kind == "gru" and not config.get("reset_after", True):
-        raise ValueError(
-            f"{where}{name} has reset_after=False (reset applied before the recurrent matmul), a different model "
-            f"that jaxrnn.gru cannot represent; expected reset_after=True (the Keras 3 default)"
-        )
     rate = float(config.get("dropout", 0.0))
     if rate > 0.0 and not ignore_dropout:
         raise ValueError(
@@ -641,7 +675,7 @@ def _read_keras_rnn(rnn, ignore_dropout: bool, where: str) -> dict:
     weights.append(_to_numpy(cell.bias, f"{where}{name}.bias") if use_bias else None)
     return dict(kind=kind, activation=activation, units=int(config["units"]), weights=weights,
                 recurrent_dropout=float(config.get("recurrent_dropout", 0.0)), go_backwards=bool(rnn.go_backwards),
-                name=name)  # fmt: skip
+                name=name, reset_after=bool(config.get("reset_after", True)) if kind == "gru" else None)  # fmt: skip
 
 
 def from_keras(
@@ -651,6 +685,7 @@ def from_keras(
     activation: str = "tanh",
     merge: str = "concat",
     ignore_dropout: bool = False,
+    reset_after: bool | None = None,
 ) -> tuple[Layer, tuple]:
     """Convert a Keras 3 ``SimpleRNN``/``LSTM``/``GRU`` (or ``Bidirectional`` around one, or a weight list) to
     ``(layer, params)`` with ``layer.num_layers == 1``.
@@ -658,7 +693,8 @@ def from_keras(
     ``layer.apply(params, xs, lengths=lengths)`` equals the Keras layer on ``xs`` with
     ``mask = arange(T) < lengths[:, None]`` (outputs at masked steps: see the module docstring). Weights map as
     ``w_x = kernel``, ``w_h = recurrent_kernel``, ``b = bias`` (GRU: z|r blocks swapped to r|z,
-    ``b = swap(bias[0]) + [bias[1]_r, bias[1]_z, 0]``, ``b_hn = bias[1]_h``). ``use_bias=False`` gives zero biases;
+    ``b = swap(bias[0]) + [bias[1]_r, bias[1]_z, 0]``, ``b_hn = bias[1]_h``; with ``reset_after=False``, the
+    reset-before GRU: ``b = swap(bias)``, ``b_hn = None``). ``use_bias=False`` gives zero biases;
     ``recurrent_dropout`` carries over; ``unit_forget_bias`` (an initializer) and ``return_sequences``/
     ``return_state``/``stateful`` (which outputs are read) do not matter.
 
@@ -671,17 +707,21 @@ def from_keras(
       merge: for a Bidirectional weight list: ``"concat"``, ``"sum"``, ``"mean"`` (Keras' ``"ave"``) or ``"mul"``
         (a layer's ``merge_mode`` is read).
       ignore_dropout: drop Keras' input ``dropout`` instead of raising (it acts only in training).
+      reset_after: for a GRU weight list: None reads it from the bias shape (``[2, 3H]``: True, ``[3H]``: False;
+        no bias: True, Keras 3's default). Checked against a layer's ``reset_after`` when given.
 
     Raises:
-      ValueError: ``reset_after=False``, ``activation`` other than tanh (tanh/relu for SimpleRNN),
+      ValueError: ``activation`` other than tanh (tanh/relu for SimpleRNN),
         ``recurrent_activation`` other than sigmoid (``hard_sigmoid`` included), ``go_backwards=True`` (Keras then
         returns outputs in reversed time order; run ``jaxrnn.rnn(..., reverse=True)`` on flipped inputs instead),
         ``merge_mode=None`` (two outputs), input ``dropout > 0``, or an unbuilt layer.
     """
     if kind is not None:
         kind = _canonical_kind(kind)
+    if reset_after is not None and not isinstance(reset_after, bool):
+        raise TypeError(f"reset_after must be None or a bool, got {type(reset_after).__name__}")
     if isinstance(layer_or_weights, (list, tuple)):
-        return _from_keras_weights(list(layer_or_weights), kind, activation, merge)
+        return _from_keras_weights(list(layer_or_weights), kind, activation, merge, reset_after)
     keras = _import_keras()
     obj = layer_or_weights
     if isinstance(obj, keras.layers.Bidirectional):
@@ -698,7 +738,7 @@ def from_keras(
                 "Bidirectional must have forward_layer.go_backwards=False and backward_layer.go_backwards=True, got "
                 f"{fwd['go_backwards']} and {bwd['go_backwards']}"
             )
-        for key in ("kind", "activation", "units", "recurrent_dropout"):
+        for key in ("kind", "activation", "units", "recurrent_dropout", "reset_after"):
             if fwd[key] != bwd[key]:
                 raise ValueError(
                     f"Bidirectional's forward and backward layers must agree in {key} (one jaxrnn cell for both), got "
@@ -718,7 +758,19 @@ def from_keras(
         raise ValueError(
             f"kind={kind!r} contradicts the Keras layer ({configs[0]['name']}, kind {configs[0]['kind']!r})"
         )
-    params = [_params_from_keras(c["kind"], c["activation"], *c["weights"], where=f"{c['name']}.") for c in configs]
+    if reset_after is not None and configs[0]["kind"] != "gru":
+        raise ValueError(f"reset_after applies to a GRU; got a {configs[0]['name']} layer")
+    if reset_after is not None and reset_after != configs[0]["reset_after"]:
+        raise ValueError(
+            f"reset_after={reset_after} contradicts the Keras layer ({configs[0]['name']}, reset_after="
+            f"{configs[0]['reset_after']})"
+        )
+    params = [
+        _params_from_keras(
+            c["kind"], c["activation"], *c["weights"], where=f"{c['name']}.", reset_after=c["reset_after"]
+        )
+        for c in configs
+    ]
     layer = stack(
         _CELLS[configs[0]["kind"]],
         1,
@@ -729,7 +781,7 @@ def from_keras(
     return layer, (Bidirectional(*params) if len(params) == 2 else params[0],)
 
 
-def _from_keras_weights(weights: list, kind, activation, merge) -> tuple[Layer, tuple]:
+def _from_keras_weights(weights: list, kind, activation, merge, reset_after) -> tuple[Layer, tuple]:
     if len(weights) not in (2, 3, 4, 6):
         raise ValueError(
             f"layer_or_weights: a weight list must have 2 or 3 arrays ([kernel, recurrent_kernel(, bias)]), or 4 or "
@@ -759,11 +811,19 @@ def _from_keras_weights(weights: list, kind, activation, merge) -> tuple[Layer, 
             f"units={recurrent.shape[0]} ({_KIND_BY_GATES[gates]!r})"
         )
     kind = _KIND_BY_GATES[gates]
+    if reset_after is not None and kind != "gru":
+        raise ValueError(f"reset_after applies to a GRU weight list; these weights are a {kind!r} layer")
     _check_activation(activation, "activation")
     params = []
     for d, group in enumerate(groups):
         where = f"weights ({'backward' if d else 'forward'} layer) " if bidirectional else "weights "
-        params.append(_params_from_keras(kind, activation, group[0], group[1], group[2] if per == 3 else None, where))
+        bias = group[2] if per == 3 else None
+        params.append(_params_from_keras(kind, activation, group[0], group[1], bias, where, reset_after))
+    if kind == "gru" and bidirectional and params[0].reset_after != params[1].reset_after:
+        raise ValueError(
+            f"the forward and backward GRU biases must be one form, got reset_after={params[0].reset_after} and "
+            f"{params[1].reset_after} (bias shapes [2, 3H] and [3H])"
+        )
     if bidirectional and params[0].w_x.shape != params[1].w_x.shape:
         raise ValueError(
             f"the forward and backward kernels must have one shape, got {_shape(params[0].w_x.shape)} and "
@@ -782,7 +842,8 @@ def to_keras(layer: Layer, params, **keras_kwargs):
     one when ``layer.bidirectional``) computing ``layer.apply`` for a one-layer ``layer``.
 
     ``kernel = w_x``, ``recurrent_kernel = w_h``, ``bias = b`` (GRU: ``kernel = swap(w_x)``, ...,
-    ``bias = [swap(b), [0, 0, b_hn]]``, ``reset_after=True``). The layer has the params' dtype,
+    ``bias = [swap(b), [0, 0, b_hn]]``, ``reset_after=True``; a reset-before GRU, ``b_hn=None``: ``bias = swap(b)``,
+    ``reset_after=False``). The layer has the params' dtype,
     ``layer.recurrent_dropout``, ``return_sequences=True`` and ``zero_output_for_mask=True`` (so masked outputs are
     zeros, as in jaxrnn); ``keras_kwargs`` (``return_sequences``, ``return_state``, ``name``, ...) override the last
     two or add to them. ``layer.dropout`` (between layers) has no effect with one layer and is not carried.
@@ -812,8 +873,9 @@ def to_keras(layer: Layer, params, **keras_kwargs):
     elif kind == "lstm":
         make = lambda **kw: keras.layers.LSTM(activation="tanh", recurrent_activation="sigmoid", **options, **kw)  # noqa: E731
     else:
+        reset_after = entries[0][0].reset_after
         make = lambda **kw: keras.layers.GRU(  # noqa: E731
-            activation="tanh", recurrent_activation="sigmoid", reset_after=True, **options, **kw
+            activation="tanh", recurrent_activation="sigmoid", reset_after=reset_after, **options, **kw
         )
     directions = entries[0]
     if layer.bidirectional:

@@ -86,7 +86,8 @@ def to_equinox(layer: Layer, params):
 
     Raises:
       ValueError: a cell other than jaxrnn.lstm/gru (Equinox has no Elman cell), more than one layer, a
-        bidirectional layer (Equinox has cells only: convert each direction), or ``recurrent_dropout > 0``.
+        bidirectional layer (Equinox has cells only: convert each direction), ``recurrent_dropout > 0``, or a
+        reset-before GRU (``b_hn=None``; Equinox's GRUCell resets after its recurrent matmul).
     """
     import equinox as eqx
 

@@ -378,7 +378,8 @@ def to_flax(layer: Layer, params, *, api: str = "linen", optimized_lstm: bool = 
 
     Raises:
       ValueError: more than one layer, a merge other than ``"concat"``, ``recurrent_dropout > 0`` without ``ignore_dropout``,
-        an unknown ``api``, ``optimized_lstm`` for a non-LSTM, or (NNX only) a GRU with a nonzero ``b_hn``.
+        an unknown ``api``, ``optimized_lstm`` for a non-LSTM, a reset-before GRU (``b_hn=None``; Flax's GRUCell resets
+        after its recurrent matmul), or (NNX only) a GRU with a nonzero ``b_hn``.
     """
     if api not in ("linen", "nnx"):
         raise ValueError(f"api must be 'linen' or 'nnx', got {api!r}")

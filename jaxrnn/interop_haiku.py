@@ -1,5 +1,5 @@
-"""Weights in and out of Haiku's ``hk.LSTM``, ``hk.VanillaRNN`` and a ``hk.DeepRNN`` of them: the same function and
-states.
+"""Weights in and out of Haiku's ``hk.LSTM``, ``hk.GRU``, ``hk.VanillaRNN`` and a ``hk.DeepRNN`` of them: the same
+function and states.
 
 Haiku keeps its parameters in a dict of module paths. ``hk.LSTM`` (name ``"lstm"``) has one linear map on the
 concatenation ``[x, h]``, gates in the order **i, g, f, o**, and adds 1 to the forget gate's pre-activation inside
@@ -15,10 +15,16 @@ ReLU ``jaxrnn.elman``::
     {"vanilla_rnn/linear": {"w": [D, H], "b": [H]}, "vanilla_rnn/linear_1": {"w": [H, H], "b": [H]}}
     w_x = w_i,  w_h = w_h,  b = b_i + b_h
 
+``hk.GRU`` resets *before* its recurrent matmul (``a = tanh(x W_ia + (r·h) W_ha + b_a)``), which is jaxrnn's
+reset-before GRU (``b_hn=None``). Its gate blocks are **z, r, a**, and it keeps ``z`` where jaxrnn keeps ``1 − z``
+(``h' = (1 − z)·h + z·a``), so its z block changes sign (``1 − σ(v) = σ(−v)``)::
+
+    {"gru": {"w_i": [D, 3H], "w_h": [H, 3H], "b": [3H]}}
+    w_x = [w_i_r, −w_i_z, w_i_a],  w_h, b likewise,  b_hn = None
+
 ``hk.DeepRNN([core, core, ...])`` (cores only, no skip connections) feeds each core's output to the next: a
 ``jaxrnn.stack`` of as many layers. Its cores are named ``"lstm"``, ``"lstm_1"``, ...; its state is the tuple of
-their states, as jaxrnn's carry is. ``hk.GRU`` resets *before* its recurrent matmul (``(r·h) W_ha``), a different
-model from jaxrnn's GRU (PyTorch's, Keras' ``reset_after=True``), and is refused.
+their states, as jaxrnn's carry is.
 
 The conversion is made of ``jax.numpy`` operations, so it also runs under ``jit`` and ``grad`` (a gradient with
 respect to Haiku's parameters flows through it). Haiku is imported only by :func:`carry_to_haiku`.
@@ -32,6 +38,7 @@ from collections.abc import Mapping, Sequence
 import jax.numpy as jnp
 
 from jaxrnn.cells.elman import ElmanParams
+from jaxrnn.cells.gru import GRUParams
 from jaxrnn.cells.lstm import LSTMParams, LSTMState
 from jaxrnn.interop import _CELLS, _flat_states, _kind_of_layer, _layer_info, _shape
 from jaxrnn.stack import Layer, stack
@@ -46,6 +53,17 @@ FORGET_OFFSET = 1.0
 
 def _reorder(a, hidden: int):
     return jnp.concatenate([a[..., k * hidden : (k + 1) * hidden] for k in _GATE_ORDER], axis=-1)
+
+
+def _gru_blocks(a, hidden: int):
+    """Haiku's GRU blocks z | r | a as jaxrnn's r | z | n, z negated; applied twice it is the identity."""
+    block = [a[..., k * hidden : (k + 1) * hidden] for k in range(3)]
+    return jnp.concatenate([block[1], -block[0], block[2]], axis=-1)
+
+
+def _gru_blocks_inverse(a, hidden: int):
+    block = [a[..., k * hidden : (k + 1) * hidden] for k in range(3)]
+    return jnp.concatenate([-block[1], block[0], block[2]], axis=-1)
 
 
 def _array(value, where: str):
@@ -76,19 +94,39 @@ def _linear(params: Mapping, path: str, *, bias: bool | None = True) -> tuple:
 
 def _core_kind(params: Mapping, name: str) -> str:
     if isinstance(params.get(name), Mapping) and {"w_i", "w_h"} <= set(params[name]):
-        raise ValueError(
-            f"params[{name!r}] is an hk.GRU: it resets before the recurrent matmul ((r·h) W_ha), a different model "
-            f"from jaxrnn.gru (PyTorch's GRU, Keras' reset_after=True); it cannot be converted"
-        )
+        return "gru"
     if f"{name}/linear" not in params:
         raise ValueError(
             f"params has no Haiku core named {name!r}: expected {name + '/linear'!r} (hk.LSTM, or with "
-            f"{name + '/linear_1'!r} hk.VanillaRNN); found modules {sorted(params)[:8]}"
+            f"{name + '/linear_1'!r} hk.VanillaRNN) or {name!r} with 'w_i', 'w_h', 'b' (hk.GRU); found modules "
+            f"{sorted(params)[:8]}"
         )
     return "elman" if f"{name}/linear_1" in params else "lstm"
 
 
+def _gru_params(entry: Mapping, name: str) -> GRUParams:
+    unknown = sorted(set(entry) - {"w_i", "w_h", "b"})
+    if unknown or "b" not in entry:
+        raise ValueError(f"params[{name!r}] of an hk.GRU must hold 'w_i', 'w_h' and 'b', got {sorted(entry)}")
+    w_i, w_h, b = (_array(entry[k], f"params[{name!r}][{k!r}]") for k in ("w_i", "w_h", "b"))
+    hidden = w_h.shape[0] if w_h.ndim == 2 else 0
+    if (
+        hidden == 0
+        or w_h.shape != (hidden, 3 * hidden)
+        or w_i.ndim != 2
+        or w_i.shape[1] != 3 * hidden
+        or b.shape != (3 * hidden,)
+    ):
+        raise ValueError(
+            f"params[{name!r}] of an hk.GRU must hold w_i [D, 3H], w_h [H, 3H] and b [3H], got w_i "
+            f"{_shape(w_i.shape)}, w_h {_shape(w_h.shape)}, b {_shape(b.shape)}"
+        )
+    return GRUParams(w_x=_gru_blocks(w_i, hidden), w_h=_gru_blocks(w_h, hidden), b=_gru_blocks(b, hidden), b_hn=None)
+
+
 def _core_params(params: Mapping, name: str, kind: str):
+    if kind == "gru":
+        return _gru_params(params[name], name)
     if kind == "elman":
         w_i, b_i = _linear(params, f"{name}/linear")
         w_h, b_h = _linear(params, f"{name}/linear_1", bias=None)
@@ -111,8 +149,8 @@ def _core_params(params: Mapping, name: str, kind: str):
 
 
 def _looks_like_core(params: Mapping, name: str) -> bool:
-    """Whether the module ``name`` has an ``hk.LSTM``'s or ``hk.VanillaRNN``'s parameter shapes (or is an
-    ``hk.GRU``, so that it is reported)."""
+    """Whether the module ``name`` has an ``hk.LSTM``'s, ``hk.GRU``'s or ``hk.VanillaRNN``'s parameter names and
+    shapes."""
     entry = params.get(name)
     if isinstance(entry, Mapping) and {"w_i", "w_h"} <= set(entry):
         return True
@@ -127,8 +165,8 @@ def _looks_like_core(params: Mapping, name: str) -> bool:
 
 
 def _default_names(params: Mapping) -> list[str]:
-    """The cores in ``params``, in Haiku's creation order (``lstm``, ``lstm_1``, ...; ``vanilla_rnn``, ...): the
-    modules with the parameter shapes of one."""
+    """The cores in ``params``, in Haiku's creation order (``lstm``, ``lstm_1``, ...; ``gru``, ...;
+    ``vanilla_rnn``, ...): the modules with the parameter shapes of one."""
     names = {path.rsplit("/", 1)[0] for path in params if re.search(r"/linear(_\d+)?$", path)}
     names |= set(params)
     names = {name for name in names if _looks_like_core(params, name)}
@@ -141,8 +179,9 @@ def _default_names(params: Mapping) -> list[str]:
 
 
 def from_haiku(params: Mapping, names: str | Sequence[str] | None = None) -> tuple[Layer, tuple]:
-    """Convert the parameters of an ``hk.LSTM``, an ``hk.VanillaRNN``, or an ``hk.DeepRNN`` of one of them, to
-    ``(layer, params)``: a :func:`jaxrnn.stack` Layer with one layer per core.
+    """Convert the parameters of an ``hk.LSTM``, an ``hk.GRU`` (to the reset-before ``jaxrnn.gru``, ``b_hn=None``),
+    an ``hk.VanillaRNN``, or an ``hk.DeepRNN`` of one of them, to ``(layer, params)``: a :func:`jaxrnn.stack` Layer
+    with one layer per core.
 
     ``layer.apply(params, xs, carry_from_haiku(layer, state))`` on ``xs [B, T, D]`` equals
     ``hk.dynamic_unroll(core, xs, state, time_major=False)`` in outputs and final state. Arrays keep their dtype.
@@ -154,9 +193,9 @@ def from_haiku(params: Mapping, names: str | Sequence[str] | None = None) -> tup
         (``lstm``, ``lstm_1``, ...); pass ``names`` when the model holds other modules that could look like one.
 
     Raises:
-      ValueError: an ``hk.GRU`` (a reset-before GRU), a name with no core, cores of mixed kinds, or weights whose
-        shapes do not fit (``[D+H, 4H]`` for an LSTM; ``[D, H]``, ``[H, H]`` for a VanillaRNN; each layer reading
-        the previous one's ``H``).
+      ValueError: a name with no core, cores of mixed kinds, or weights whose shapes do not fit (``[D+H, 4H]`` for
+        an LSTM; ``[D, 3H]``, ``[H, 3H]``, ``[3H]`` for a GRU; ``[D, H]``, ``[H, H]`` for a VanillaRNN; each layer
+        reading the previous one's ``H``).
       TypeError: ``params`` is not a mapping, or holds non-float arrays.
     """
     if not isinstance(params, Mapping):
@@ -167,7 +206,7 @@ def from_haiku(params: Mapping, names: str | Sequence[str] | None = None) -> tup
         names = _default_names(params)
         if not names:
             raise ValueError(
-                f"params holds no Haiku recurrent core (hk.LSTM, hk.VanillaRNN); found {sorted(params)[:8]}"
+                f"params holds no Haiku recurrent core (hk.LSTM, hk.GRU, hk.VanillaRNN); found {sorted(params)[:8]}"
             )
     elif isinstance(names, str):
         names = [names]
@@ -190,22 +229,21 @@ def from_haiku(params: Mapping, names: str | Sequence[str] | None = None) -> tup
 
 
 def to_haiku(layer: Layer, params, names: str | Sequence[str] | None = None, *, double_bias: bool = True) -> dict:
-    """The inverse of :func:`from_haiku`: Haiku's parameter dict for ``hk.LSTM`` or ``hk.VanillaRNN`` cores (one per
-    layer, for an ``hk.DeepRNN`` of them), in the params' dtype.
+    """The inverse of :func:`from_haiku`: Haiku's parameter dict for ``hk.LSTM``, ``hk.GRU`` or ``hk.VanillaRNN``
+    cores (one per layer, for an ``hk.DeepRNN`` of them), in the params' dtype.
 
     Args:
-      names: the module names; default ``"lstm"``, ``"lstm_1"``, ... (``"vanilla_rnn"``, ...): what Haiku names
-        cores created in that order.
+      names: the module names; default ``"lstm"``, ``"lstm_1"``, ... (``"gru"``, ``"vanilla_rnn"``, ...): what
+        Haiku names cores created in that order.
       double_bias: for ``hk.VanillaRNN(double_bias=...)``: with True its second bias is written as zeros.
 
     Raises:
-      ValueError: a GRU (Haiku's is a different model), a tanh Elman cell (``hk.VanillaRNN`` is ReLU), a
+      ValueError: a reset-after GRU (``hk.GRU`` resets before; make the params with
+        ``jaxrnn.gru.init(..., reset_after=False)``), a tanh Elman cell (``hk.VanillaRNN`` is ReLU), a
         bidirectional layer (Haiku has none), ``recurrent_dropout`` or ``dropout`` (Haiku's cores have none), or
         ``names`` of the wrong length.
     """
     kind, activation, _, hidden, entries = _layer_info(layer, params, "to_haiku")
-    if kind == "gru":
-        raise ValueError("to_haiku: hk.GRU resets before its recurrent matmul, a different model from jaxrnn.gru")
     if kind == "elman" and activation != "relu":
         raise ValueError(f"to_haiku: hk.VanillaRNN is a ReLU cell; the params have activation {activation!r}")
     if layer.bidirectional:
@@ -215,7 +253,7 @@ def to_haiku(layer: Layer, params, names: str | Sequence[str] | None = None, *, 
             f"to_haiku: Haiku's cores have no dropout; layer has dropout={layer.dropout}, "
             f"recurrent_dropout={layer.recurrent_dropout}"
         )
-    base = "lstm" if kind == "lstm" else "vanilla_rnn"
+    base = {"lstm": "lstm", "gru": "gru", "elman": "vanilla_rnn"}[kind]
     if names is None:
         names = [base if k == 0 else f"{base}_{k}" for k in range(layer.num_layers)]
     elif isinstance(names, str):
@@ -224,7 +262,9 @@ def to_haiku(layer: Layer, params, names: str | Sequence[str] | None = None, *, 
         raise ValueError(f"names must name the {layer.num_layers} layers, got {len(names)}: {list(names)}")
     out = {}
     for name, (p,) in zip(names, entries):
-        if kind == "elman":
+        if kind == "gru":
+            out[name] = {k: _gru_blocks_inverse(v, hidden) for k, v in (("w_i", p.w_x), ("w_h", p.w_h), ("b", p.b))}
+        elif kind == "elman":
             out[f"{name}/linear"] = {"w": p.w_x, "b": p.b}
             out[f"{name}/linear_1"] = {"w": p.w_h} | ({"b": jnp.zeros_like(p.b)} if double_bias else {})
         else:

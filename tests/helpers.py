@@ -24,7 +24,7 @@ def make(name, input_size=3, hidden_size=5, seed=0, dtype=None, random_bias=True
             **{
                 f: 0.3 * jax.random.normal(next(keys), getattr(params, f).shape, getattr(params, f).dtype)
                 for f in ("b", "b_hn")
-                if hasattr(params, f)
+                if getattr(params, f, None) is not None
             }
         )
     return cell, params

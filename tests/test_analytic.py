@@ -14,6 +14,7 @@ CELLS = {
     "elman_relu": (jaxrnn.elman, {"activation": "relu"}),
     "lstm": (jaxrnn.lstm, {}),
     "gru": (jaxrnn.gru, {}),
+    "gru_reset_before": (jaxrnn.gru, {"reset_after": False}),
 }
 BATCH = (2, 3)
 T, D, H = 5, 2, 3

@@ -44,6 +44,30 @@ def test_gru_step_reset_after():
     np.testing.assert_allclose(new, (1 - z) * n + z * h, rtol=1e-5, atol=1e-6)
 
 
+def test_gru_step_reset_before():
+    """Cho et al. (2014): the reset gate scales h before the n block's recurrent matmul."""
+    params = jaxrnn.gru.init(jax.random.key(0), 3, 4, reset_after=False)
+    assert params.b_hn is None and not params.reset_after and jaxrnn.gru.init(jax.random.key(0), 3, 4).reset_after
+    params = params._replace(b=0.3 * jax.random.normal(jax.random.key(1), (12,)))
+    p = numpy_params(params)
+    rng = np.random.default_rng(1)
+    x, h = rng.normal(size=(2, 3)), rng.normal(size=(2, 4))
+    a = x @ p["w_x"] + p["b"]
+    r = sigmoid(a[:, :4] + h @ p["w_h"][:, :4])
+    z = sigmoid(a[:, 4:8] + h @ p["w_h"][:, 4:8])
+    n = np.tanh(a[:, 8:] + (r * h) @ p["w_h"][:, 8:])
+    new, out = jaxrnn.gru.step(params, jnp.asarray(h, jnp.float32), jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(new, (1 - z) * n + z * h, rtol=1e-5, atol=1e-6)
+    # not the reset-after GRU with a zero b_hn: r·(h W_hn) differs from (r·h) W_hn
+    after, _ = jaxrnn.gru.step(params._replace(b_hn=jnp.zeros(4)), jnp.asarray(h, jnp.float32), jnp.asarray(x))
+    assert np.abs(np.asarray(after) - np.asarray(new)).max() > 1e-2
+    assert jaxrnn.gru.sizes(params) == (3, 4)
+    with pytest.raises(TypeError, match="reset_after must be a bool, got str"):
+        jaxrnn.gru.init(jax.random.key(0), 3, 4, reset_after="no")
+    with pytest.raises(ValueError, match=r"GRUParams.b_hn must have shape \[4\], got \[3\]"):
+        jaxrnn.gru.sizes(params._replace(b_hn=jnp.zeros(3)))
+
+
 @pytest.mark.parametrize("activation, fn", [("tanh", np.tanh), ("relu", lambda v: np.maximum(v, 0))])
 def test_elman_step(activation, fn):
     _, params = make("elman" if activation == "tanh" else "elman_relu", 3, 4)

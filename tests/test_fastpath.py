@@ -13,6 +13,7 @@ CELLS = {
     "elman_relu": (jaxrnn.elman, {"activation": "relu"}),
     "lstm": (jaxrnn.lstm, {}),
     "gru": (jaxrnn.gru, {}),
+    "gru_reset_before": (jaxrnn.gru, {"reset_after": False}),
 }
 BATCH, T, D, H = (2, 3), 6, 3, 4
 LENGTHS = np.array([[6, 3, 0], [1, 5, 2]], np.int32)
@@ -78,6 +79,7 @@ def rel_err(a, b):
         ("lstm", True, True),
         ("gru", False, False),
         ("gru", True, True),
+        ("gru_reset_before", True, False),
         ("elman_tanh", True, False),
         ("elman_relu", True, True),
     ],
@@ -98,7 +100,7 @@ def test_analytic_gradients_equal_autodiff_float32_jit(name, with_lengths, rever
 @pytest.mark.parametrize(
     ("name", "reverse", "resets"),
     [("lstm", False, False), ("lstm", True, True), ("gru", True, False), ("gru", False, True),
-     ("elman_tanh", False, True), ("elman_relu", True, False)],
+     ("gru_reset_before", True, True), ("elman_tanh", False, True), ("elman_relu", True, False)],
 )  # fmt: skip
 def test_mask_and_resets_take_the_analytic_path_with_autodiff_gradients_float64(x64, name, reverse, resets):
     cell, params, xs, carry0 = make_case(name, dtype=jnp.float64)
@@ -113,12 +115,12 @@ def test_mask_and_resets_take_the_analytic_path_with_autodiff_gradients_float64(
     assert rel_err(g_ad, g_an) < 1e-12
     valid = MASK & (np.arange(T) < LENGTHS[..., None]) if name == "gru" else MASK
     assert not np.any(np.asarray(g_an[1])[~valid])  # masked steps get no input gradient
-    if name in ("lstm", "gru"):  # the default takes the analytic path under a mask
+    if name in ("lstm", "gru", "gru_reset_before"):  # the default takes the analytic path under a mask
         jaxpr = jax.make_jaxpr(lambda p: jnp.sum(jaxrnn.rnn(cell, p, xs, carry0, **kwargs)[1]))(params)
         assert "custom_vjp_call" in str(jaxpr)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "elman_tanh"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "gru_reset_before", "elman_tanh"])
 def test_packed_and_unpacked_residuals_give_the_same_gradients(name, monkeypatch):
     from jaxrnn import fastpath
 
@@ -205,7 +207,7 @@ def test_forward_values_identical_and_vmap_jacrev():
 @pytest.mark.parametrize(
     ("name", "steps", "reverse"),
     [("gru", "lengths", False), ("lstm", "lengths", True), ("lstm", "mask+resets", False),
-     ("elman_tanh", "mask+resets", True), ("gru", None, True)],
+     ("elman_tanh", "mask+resets", True), ("gru", None, True), ("gru_reset_before", "mask+resets", False)],
 )  # fmt: skip
 def test_checkpoint_every_runs_the_analytic_backward_chunk_by_chunk(x64, name, steps, reverse):
     """Chunks of 4 over T = 6 (a ragged last chunk): the per-chunk analytic backward, after each chunk's forward is

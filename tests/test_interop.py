@@ -373,7 +373,7 @@ def _keras_grads_as_ours(kind, grads, merge, tol):
     (d b_hn) is kept, after checking that its z, r blocks equal the input row's (they enter the same sum)."""
     grads = [np.array(g) for g in grads]
     if kind == "gru":
-        for bias in grads[2::3]:
+        for bias in (b for b in grads[2::3] if b.ndim == 2):  # reset_after=True
             np.testing.assert_allclose(bias[1, : 2 * H], bias[0, : 2 * H], rtol=0, atol=tol)
             bias[1, : 2 * H] = 0
     return interop.from_keras(grads, merge=merge, activation="relu" if kind == "simple_rnn_relu" else "tanh")[1]
@@ -460,6 +460,38 @@ def test_keras_float64(keras, kind, merge):
         assert jax.tree.leaves(params)[0].dtype == jnp.float64
         layer2, params2 = interop.from_keras(interop.to_keras(layer, params))
         _assert_trees_close(params2, params, 0.0, "float64 round trip")
+
+
+@pytest.mark.parametrize(("merge", "mask_anywhere"), [(None, False), ("concat", True)])
+def test_keras_gru_reset_before(keras, merge, mask_anywhere):
+    """Keras' ``GRU(reset_after=False)`` is jaxrnn's reset-before GRU (``b_hn=None``): outputs, final states and
+    gradients, one direction with lengths and both with padding anywhere; and back to Keras exactly."""
+    klayer, layer, params = _check_against_keras(
+        keras, "gru", merge, "float32", mask_anywhere=mask_anywhere, reset_after=False
+    )
+    cells = list(params[0]) if merge else [params[0]]
+    assert all(p.b_hn is None and p.b.shape == (3 * H,) for p in cells)
+    back = interop.to_keras(layer, params)
+    assert (back.forward_layer if merge else back).cell.reset_after is False
+    _assert_trees_close(interop.from_keras(back)[1], params, 0.0, "round trip")
+    weights = klayer.get_weights()
+    _assert_trees_close(interop.from_keras(weights)[1], params, 0.0, "weight list, reset_after from the bias shape")
+    # without a bias the form cannot be read from the weights: reset_after says it (default True, Keras 3's)
+    no_bias = interop.from_keras(weights[:2], reset_after=False)[1][0]
+    assert no_bias.b_hn is None and not np.any(np.asarray(no_bias.b))
+    assert interop.from_keras(weights[:2])[1][0].reset_after
+    with pytest.raises(ValueError, match=r"bias must have shape \[2, 12\] \(reset_after=True\), got \[12\]"):
+        interop.from_keras(weights[:3], reset_after=True)
+    with pytest.raises(ValueError, match="reset_after=True contradicts the Keras layer"):
+        interop.from_keras(klayer, reset_after=True)
+    with pytest.raises(ValueError, match="reset_after applies to a GRU"):
+        interop.from_keras([np.zeros((D, 4 * H)), np.zeros((H, 4 * H))], reset_after=False)
+    with pytest.raises(ValueError, match=r"to_torch: PyTorch's nn.GRU resets after its recurrent matmul; these params "
+                                         r"are a reset-before \(b_hn=None\) GRU"):  # fmt: skip
+        interop.to_torch(layer, params)
+    mixed = (jaxrnn.Bidirectional(cells[0], jaxrnn.gru.init(jax.random.key(0), D, H)),)
+    with pytest.raises(ValueError, match="to_keras: the GRU params mix reset-after"):
+        interop.to_keras(jaxrnn.stack(jaxrnn.gru, bidirectional=True), mixed)
 
 
 def _keras_reference(kind, weights, x, mask):
@@ -570,10 +602,6 @@ def test_keras_errors(keras):
             klayer.build((None, T, D))
         return klayer
 
-    with pytest.raises(ValueError, match="reset_after=False"):
-        interop.from_keras(built(keras.layers.GRU(H, reset_after=False)))
-    with pytest.raises(ValueError, match="reset_after=False"):
-        interop.from_keras(built(keras.layers.GRU(H, reset_after=False)).get_weights())
     with pytest.raises(ValueError, match="recurrent_activation='hard_sigmoid'"):
         interop.from_keras(built(keras.layers.LSTM(H, recurrent_activation="hard_sigmoid")))
     with pytest.raises(ValueError, match="activation='relu'; jaxrnn.lstm supports 'tanh'"):

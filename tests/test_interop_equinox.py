@@ -128,6 +128,10 @@ def test_errors_name_what_came():
     bi = jaxrnn.stack(jaxrnn.gru, bidirectional=True)
     with pytest.raises(ValueError, match=r"layer must have num_layers=1 and bidirectional=False"):
         interop.to_equinox(bi, bi.init(key, D, H))
+    gru = jaxrnn.stack(jaxrnn.gru)
+    with pytest.raises(ValueError, match=r"Equinox's GRUCell resets after its recurrent matmul; these params are a "
+                                         r"reset-before \(b_hn=None\) GRU"):  # fmt: skip
+        interop.to_equinox(gru, gru.init(key, D, H, reset_after=False))
     dropped = jaxrnn.stack(jaxrnn.lstm, recurrent_dropout=0.5)
     with pytest.raises(ValueError, match=r"recurrent_dropout=0.5 has no Equinox counterpart"):
         interop.to_equinox(dropped, dropped.init(key, D, H))

@@ -213,6 +213,11 @@ def test_from_nnx_reads_a_bare_cell_and_the_gru_has_no_recurrent_n_bias():
         interop.to_flax(layer, with_bias, api="nnx")
     module, variables = interop.to_flax(layer, with_bias, api="linen")  # linen has hn.bias
     np.testing.assert_array_equal(np.asarray(variables["params"]["cell"]["hn"]["bias"]), 1.0)
+    reset_before = layer.init(jax.random.key(0), D, H, reset_after=False)
+    for api in ("linen", "nnx"):
+        with pytest.raises(ValueError, match=r"Flax's GRUCell resets after its recurrent matmul; these params are a "
+                                             r"reset-before \(b_hn=None\) GRU"):  # fmt: skip
+            interop.to_flax(layer, reset_before, api=api)
 
 
 # ------------------------------------------------------------------------------------------------------ errors

@@ -1,4 +1,4 @@
-"""Haiku interop (jaxrnn.interop_haiku): hk.LSTM, hk.VanillaRNN and hk.DeepRNN against hk.dynamic_unroll."""
+"""Haiku interop (jaxrnn.interop_haiku): hk.LSTM, hk.GRU, hk.VanillaRNN and hk.DeepRNN against hk.dynamic_unroll."""
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,8 @@ def _core(kind, double_bias=True):
         return hk.VanillaRNN(H, double_bias=double_bias)
     if kind == "deep_lstm":
         return hk.DeepRNN([hk.LSTM(H), hk.LSTM(H)])
+    if kind == "deep_gru":
+        return hk.DeepRNN([hk.GRU(H), hk.GRU(H)])
     return hk.GRU(H)
 
 
@@ -47,12 +49,14 @@ def _haiku(kind, double_bias=True):
 
 
 @pytest.mark.parametrize("kind, double_bias", [("lstm", True), ("vanilla", True), ("vanilla", False),
-                                               ("deep_lstm", True)])  # fmt: skip
+                                               ("deep_lstm", True), ("gru", True), ("deep_gru", True)])  # fmt: skip
 def test_outputs_states_and_gradients_equal_haiku(kind, double_bias):
     hk_params, unroll, xs, state = _haiku(kind, double_bias)
     layer, params = interop.from_haiku(hk_params)
-    assert layer.num_layers == (2 if kind == "deep_lstm" else 1)
-    assert layer.cell is (jaxrnn.elman if kind == "vanilla" else jaxrnn.lstm)
+    assert layer.num_layers == (2 if kind.startswith("deep") else 1)
+    assert layer.cell is {"vanilla": jaxrnn.elman, "gru": jaxrnn.gru, "deep_gru": jaxrnn.gru}.get(kind, jaxrnn.lstm)
+    if layer.cell is jaxrnn.gru:  # hk.GRU is the reset-before GRU
+        assert all(p.b_hn is None for p in params)
     r = jax.random.normal(jax.random.key(3), (B, T, H))
 
     def haiku_loss(p, x, s):
@@ -92,6 +96,17 @@ def test_the_forget_offset_and_gate_order():
     np.testing.assert_array_equal(o, np.arange(3 * H, 4 * H))
 
 
+def test_the_gru_gate_order_and_sign():
+    """hk.GRU's blocks z, r, a land as r, z, n, z negated (Haiku keeps z where jaxrnn keeps 1 − z = σ(−v))."""
+    zero = {"gru": {"w_i": jnp.zeros((D, 3 * H)), "w_h": jnp.zeros((H, 3 * H)), "b": jnp.arange(3.0 * H)}}
+    layer, (p,) = interop.from_haiku(zero)
+    r, z, n = np.split(np.asarray(p.b), 3)
+    np.testing.assert_array_equal(r, np.arange(H, 2 * H))
+    np.testing.assert_array_equal(z, -np.arange(H))
+    np.testing.assert_array_equal(n, np.arange(2 * H, 3 * H))
+    assert_trees_close(interop.to_haiku(layer, (p,)), zero, rtol=0, atol=0)
+
+
 def test_names_pick_cores_and_errors():
     hk_params, *_ = _haiku("deep_lstm")
     nested = {f"model/~/{k}": v for k, v in hk_params.items()}
@@ -103,8 +118,11 @@ def test_names_pick_cores_and_errors():
     assert one.num_layers == 1 and p.w_x.shape == (H, 4 * H)
 
     gru_params, *_ = _haiku("gru")
-    with pytest.raises(ValueError, match=r"params\['gru'\] is an hk.GRU: it resets before the recurrent matmul"):
-        interop.from_haiku(gru_params)
+    with pytest.raises(ValueError, match=r"params\['gru'\] of an hk.GRU must hold w_i \[D, 3H\], w_h \[H, 3H\] and b "
+                                         r"\[3H\], got w_i \[4, 15\], w_h \[5, 15\], b \[14\]"):  # fmt: skip
+        interop.from_haiku({"gru": {**gru_params["gru"], "b": jnp.zeros(14)}})
+    with pytest.raises(ValueError, match=r"params\['gru'\] of an hk.GRU must hold 'w_i', 'w_h' and 'b'"):
+        interop.from_haiku({"gru": {**gru_params["gru"], "extra": jnp.zeros(3)}}, "gru")
     with pytest.raises(ValueError, match=r"params has no Haiku core named 'encoder'"):
         interop.from_haiku(hk_params, "encoder")
     with pytest.raises(ValueError, match=r"core 'lstm' reads 4 features but 'lstm_1' emits 5"):
@@ -125,7 +143,8 @@ def test_names_pick_cores_and_errors():
     with pytest.raises(ValueError, match="hk.VanillaRNN is a ReLU cell"):
         interop.to_haiku(tanh, tanh.init(jax.random.key(0), D, H))
     gru = jaxrnn.stack(jaxrnn.gru)
-    with pytest.raises(ValueError, match="hk.GRU resets before its recurrent matmul"):
+    with pytest.raises(ValueError, match="to_haiku: Haiku's hk.GRU resets before its recurrent matmul; these params "
+                                         "are a reset-after"):  # fmt: skip
         interop.to_haiku(gru, gru.init(jax.random.key(0), D, H))
     bi = jaxrnn.stack(jaxrnn.lstm, bidirectional=True)
     with pytest.raises(ValueError, match="Haiku has no bidirectional core"):

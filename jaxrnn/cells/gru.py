@@ -1,4 +1,7 @@
-"""The GRU cell, "reset after" (PyTorch, cuDNN and Keras' default), gates in the order **r, z, n**.
+"""The GRU cell, gates in the order **r, z, n**: "reset after" by default (PyTorch, cuDNN, Flax and Keras 3's
+default), or "reset before" (Cho et al. 2014, the textbook form; Keras' ``reset_after=False``, Haiku's ``hk.GRU``).
+
+Reset after (``init(..., reset_after=True)``, ``b_hn [H]``)::
 
     a = x W_x + b                a: [*batch, 3H] = a_r | a_z | a_n
     u = h W_h                    u: [*batch, 3H] = u_r | u_z | u_n
@@ -6,8 +9,14 @@
     n = tanh(a_n + r·(u_n + b_hn))
     h' = (1 − z)·n + z·h
 
-Shapes: ``w_x [D, 3H]``, ``w_h [H, 3H]``, ``b [3H]``, ``b_hn [H]``. From PyTorch: ``b = [b_ir+b_hr, b_iz+b_hz,
-b_in]`` and ``b_hn = b_hn`` (the recurrent n bias sits inside the reset product, so it cannot be folded into ``b``).
+Reset before (``init(..., reset_after=False)``, ``b_hn = None``): the reset gate scales ``h`` before its matmul
+with the n block of ``W_h``, so that matmul waits for ``r``::
+
+    n = tanh(a_n + (r·h) W_hn)              W_hn = W_h[:, 2H:]
+
+Shapes: ``w_x [D, 3H]``, ``w_h [H, 3H]``, ``b [3H]``, ``b_hn [H]`` or None. From PyTorch: ``b = [b_ir+b_hr,
+b_iz+b_hz, b_in]`` and ``b_hn = b_hn`` (the recurrent n bias sits inside the reset product, so it cannot be folded
+into ``b``). The two forms are different functions: neither converts to the other.
 """
 
 from __future__ import annotations
@@ -23,10 +32,17 @@ __all__ = ["GRUGates", "GRUParams", "cell", "gates", "init", "initial_state", "s
 
 
 class GRUParams(NamedTuple):
+    """GRU parameters; ``b_hn=None`` makes the reset-before GRU (see the module docstring)."""
+
     w_x: jax.Array  # [D, 3H], columns r | z | n
     w_h: jax.Array  # [H, 3H]
     b: jax.Array  # [3H]
-    b_hn: jax.Array  # [H]
+    b_hn: jax.Array | None  # [H]; None: reset before
+
+    @property
+    def reset_after(self) -> bool:
+        """True for the reset-after GRU (``b_hn`` an array), False for reset-before (``b_hn`` None)."""
+        return self.b_hn is not None
 
 
 class GRUGates(NamedTuple):
@@ -37,21 +53,25 @@ class GRUGates(NamedTuple):
     n: jax.Array
 
 
-def init(key, input_size: int, hidden_size: int, *, dtype=None) -> GRUParams:
-    """Glorot-uniform ``w_x``, per-gate orthogonal ``w_h``, zero biases."""
+def init(key, input_size: int, hidden_size: int, *, dtype=None, reset_after: bool = True) -> GRUParams:
+    """Glorot-uniform ``w_x``, per-gate orthogonal ``w_h``, zero biases; ``reset_after=False`` gives the
+    reset-before GRU (``b_hn=None``)."""
+    if not isinstance(reset_after, bool):
+        raise TypeError(f"reset_after must be a bool, got {type(reset_after).__name__}")
     dtype = default_dtype(dtype)
     k_x, k_h = jax.random.split(key)
     return GRUParams(
         w_x=fused_input_init(k_x, input_size, hidden_size, 3, dtype),
         w_h=fused_recurrent_init(k_h, hidden_size, 3, dtype),
         b=jnp.zeros((3 * hidden_size,), dtype),
-        b_hn=jnp.zeros((hidden_size,), dtype),
+        b_hn=jnp.zeros((hidden_size,), dtype) if reset_after else None,
     )
 
 
 def sizes(params) -> tuple[int, int]:
     """``(input_size, hidden_size)``; raises if ``params`` are not valid GRU params."""
-    return check_fused_params(params, GRUParams, 3, "gru", extra={"b_hn": "[H]"})
+    extra = {"b_hn": "[H]"} if isinstance(params, GRUParams) and params.b_hn is not None else None
+    return check_fused_params(params, GRUParams, 3, "gru", extra=extra)
 
 
 def initial_state(params: GRUParams, batch_shape=()) -> jax.Array:
@@ -61,7 +81,14 @@ def initial_state(params: GRUParams, batch_shape=()) -> jax.Array:
 
 def gates(params: GRUParams, carry: jax.Array, x: jax.Array) -> GRUGates:
     """The gate activations of one step."""
+    hidden = params.w_h.shape[0]
     a_r, a_z, a_n = jnp.split(add_bias(x @ params.w_x, params.b), 3, axis=-1)
+    if params.b_hn is None:
+        u_r, u_z = jnp.split(carry @ params.w_h[:, : 2 * hidden], 2, axis=-1)
+        r = jax.nn.sigmoid(a_r + u_r)
+        z = jax.nn.sigmoid(a_z + u_z)
+        n = jnp.tanh(a_n + (r * carry) @ params.w_h[:, 2 * hidden :])
+        return GRUGates(r=r, z=z, n=n)
     u_r, u_z, u_n = jnp.split(carry @ params.w_h, 3, axis=-1)
     r = jax.nn.sigmoid(a_r + u_r)
     z = jax.nn.sigmoid(a_z + u_z)
