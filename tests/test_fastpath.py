@@ -173,7 +173,7 @@ def test_empty_sequence_returns_the_carry_and_passes_its_gradient(name, hidden):
         assert all(np.any(np.asarray(leaf)) for leaf in jax.tree.leaves(g_an[2]))
 
 
-@pytest.mark.parametrize("name", ["lstm"])
+@pytest.mark.parametrize("name", ["lstm", "gru_reset_before"])
 def test_bfloat16_runs(name):
     cell, params, xs, carry0 = make_case(name, dtype=jnp.bfloat16)
     lengths = jnp.asarray(LENGTHS)
