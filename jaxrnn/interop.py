@@ -584,16 +584,11 @@ def _gru_from_keras(kernel, recurrent, bias, hidden: int, reset_after, where: st
             f"{where}bias must have shape {_shape(shapes[reset_after])} (reset_after={reset_after}), got "
             f"{_shape(bias.shape)}"
         )
+    w_x, w_h = _jnp(_swap_zr(kernel, hidden)), _jnp(_swap_zr(recurrent, hidden))
     if not reset_after:  # one bias, outside the reset product
-        return GRUParams(w_x=_jnp(_swap_zr(kernel, hidden)), w_h=_jnp(_swap_zr(recurrent, hidden)),
-                         b=_jnp(_swap_zr(bias, hidden)), b_hn=None)  # fmt: skip
+        return GRUParams(w_x=w_x, w_h=w_h, b=_jnp(_swap_zr(bias, hidden)), b_hn=None)
     rec_bias = np.concatenate([bias[1, : 2 * hidden], np.zeros((hidden,), bias.dtype)])
-    return GRUParams(
-        w_x=_jnp(_swap_zr(kernel, hidden)),
-        w_h=_jnp(_swap_zr(recurrent, hidden)),
-        b=_jnp(_swap_zr(bias[0] + rec_bias, hidden)),
-        b_hn=_jnp(bias[1, 2 * hidden :]),
-    )
+    return GRUParams(w_x=w_x, w_h=w_h, b=_jnp(_swap_zr(bias[0] + rec_bias, hidden)), b_hn=_jnp(bias[1, 2 * hidden :]))
 
 
 def _params_from_keras(kind: str, activation: str, kernel, recurrent, bias, where: str, reset_after=None):
@@ -819,11 +814,8 @@ def _from_keras_weights(weights: list, kind, activation, merge, reset_after) -> 
         where = f"weights ({'backward' if d else 'forward'} layer) " if bidirectional else "weights "
         bias = group[2] if per == 3 else None
         params.append(_params_from_keras(kind, activation, group[0], group[1], bias, where, reset_after))
-    if kind == "gru" and bidirectional and params[0].reset_after != params[1].reset_after:
-        raise ValueError(
-            f"the forward and backward GRU biases must be one form, got reset_after={params[0].reset_after} and "
-            f"{params[1].reset_after} (bias shapes [2, 3H] and [3H])"
-        )
+    if kind == "gru":
+        _check_gru_form(params, "from_keras")
     if bidirectional and params[0].w_x.shape != params[1].w_x.shape:
         raise ValueError(
             f"the forward and backward kernels must have one shape, got {_shape(params[0].w_x.shape)} and "

@@ -47,23 +47,18 @@ __all__ = ["carry_from_haiku", "carry_to_haiku", "from_haiku", "to_haiku"]
 
 # Haiku's gate blocks i, g, f, o in jaxrnn's order i, f, g, o (a permutation that is its own inverse).
 _GATE_ORDER = (0, 2, 1, 3)
+# hk.GRU's blocks z, r, a as jaxrnn's r, z, n with z negated (Haiku keeps z where jaxrnn keeps 1 − z = σ(−v)), and
+# back.
+_GRU_FROM_HAIKU = ((1, 0, 2), (1, -1, 1))
+_GRU_TO_HAIKU = ((1, 0, 2), (-1, 1, 1))
 # Haiku's LSTM adds this to the forget gate's pre-activation inside the step.
 FORGET_OFFSET = 1.0
 
 
-def _reorder(a, hidden: int):
-    return jnp.concatenate([a[..., k * hidden : (k + 1) * hidden] for k in _GATE_ORDER], axis=-1)
-
-
-def _gru_blocks(a, hidden: int):
-    """Haiku's GRU blocks z | r | a as jaxrnn's r | z | n, z negated; applied twice it is the identity."""
-    block = [a[..., k * hidden : (k + 1) * hidden] for k in range(3)]
-    return jnp.concatenate([block[1], -block[0], block[2]], axis=-1)
-
-
-def _gru_blocks_inverse(a, hidden: int):
-    block = [a[..., k * hidden : (k + 1) * hidden] for k in range(3)]
-    return jnp.concatenate([-block[1], block[0], block[2]], axis=-1)
+def _blocks(a, hidden: int, order, signs=None):
+    """``a [..., G·H]`` with its ``H``-wide blocks taken in ``order``, the ``k``-th negated where ``signs[k]`` is -1."""
+    blocks = [a[..., k * hidden : (k + 1) * hidden] for k in order]
+    return jnp.concatenate([-x if s == -1 else x for x, s in zip(blocks, signs or (1,) * len(order))], axis=-1)
 
 
 def _array(value, where: str):
@@ -121,7 +116,7 @@ def _gru_params(entry: Mapping, name: str) -> GRUParams:
             f"params[{name!r}] of an hk.GRU must hold w_i [D, 3H], w_h [H, 3H] and b [3H], got w_i "
             f"{_shape(w_i.shape)}, w_h {_shape(w_h.shape)}, b {_shape(b.shape)}"
         )
-    return GRUParams(w_x=_gru_blocks(w_i, hidden), w_h=_gru_blocks(w_h, hidden), b=_gru_blocks(b, hidden), b_hn=None)
+    return GRUParams(*(_blocks(v, hidden, *_GRU_FROM_HAIKU) for v in (w_i, w_h, b)), b_hn=None)
 
 
 def _core_params(params: Mapping, name: str, kind: str):
@@ -143,9 +138,9 @@ def _core_params(params: Mapping, name: str, kind: str):
             f"params[{name + '/linear'!r}]['w'] of an hk.LSTM must be [D+H, 4H] with D >= 1, got {_shape(w.shape)}"
         )
     inputs = w.shape[0] - hidden
-    b = _reorder(b, hidden)
+    b = _blocks(b, hidden, _GATE_ORDER)
     b = b.at[hidden : 2 * hidden].add(jnp.asarray(FORGET_OFFSET, b.dtype))
-    return LSTMParams(w_x=_reorder(w[:inputs], hidden), w_h=_reorder(w[inputs:], hidden), b=b)
+    return LSTMParams(w_x=_blocks(w[:inputs], hidden, _GATE_ORDER), w_h=_blocks(w[inputs:], hidden, _GATE_ORDER), b=b)
 
 
 def _looks_like_core(params: Mapping, name: str) -> bool:
@@ -263,14 +258,14 @@ def to_haiku(layer: Layer, params, names: str | Sequence[str] | None = None, *, 
     out = {}
     for name, (p,) in zip(names, entries):
         if kind == "gru":
-            out[name] = {k: _gru_blocks_inverse(v, hidden) for k, v in (("w_i", p.w_x), ("w_h", p.w_h), ("b", p.b))}
+            out[name] = {k: _blocks(v, hidden, *_GRU_TO_HAIKU) for k, v in (("w_i", p.w_x), ("w_h", p.w_h), ("b", p.b))}
         elif kind == "elman":
             out[f"{name}/linear"] = {"w": p.w_x, "b": p.b}
             out[f"{name}/linear_1"] = {"w": p.w_h} | ({"b": jnp.zeros_like(p.b)} if double_bias else {})
         else:
             b = p.b.at[hidden : 2 * hidden].add(-jnp.asarray(FORGET_OFFSET, p.b.dtype))
             w = jnp.concatenate([p.w_x, p.w_h], axis=0)
-            out[f"{name}/linear"] = {"w": _reorder(w, hidden), "b": _reorder(b, hidden)}
+            out[f"{name}/linear"] = {"w": _blocks(w, hidden, _GATE_ORDER), "b": _blocks(b, hidden, _GATE_ORDER)}
     return out
 
 

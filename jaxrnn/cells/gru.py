@@ -70,7 +70,7 @@ def init(key, input_size: int, hidden_size: int, *, dtype=None, reset_after: boo
 
 def sizes(params) -> tuple[int, int]:
     """``(input_size, hidden_size)``; raises if ``params`` are not valid GRU params."""
-    extra = {"b_hn": "[H]"} if isinstance(params, GRUParams) and params.b_hn is not None else None
+    extra = {"b_hn": "[H]"} if isinstance(params, GRUParams) and params.reset_after else None
     return check_fused_params(params, GRUParams, 3, "gru", extra=extra)
 
 
@@ -83,7 +83,7 @@ def gates(params: GRUParams, carry: jax.Array, x: jax.Array) -> GRUGates:
     """The gate activations of one step."""
     hidden = params.w_h.shape[0]
     a_r, a_z, a_n = jnp.split(add_bias(x @ params.w_x, params.b), 3, axis=-1)
-    if params.b_hn is None:
+    if not params.reset_after:
         u_r, u_z = jnp.split(carry @ params.w_h[:, : 2 * hidden], 2, axis=-1)
         r = jax.nn.sigmoid(a_r + u_r)
         z = jax.nn.sigmoid(a_z + u_z)
