@@ -35,13 +35,15 @@ CONFIGS = [
     ("gru", 32, 100, 32, 128, 20),
     ("gru_reset_before", 1, 1000, 8, 32, 20),
     ("gru_reset_before", 32, 100, 32, 128, 20),
+    ("lstm_proj", 32, 100, 32, 256, 20),
     ("elman", 32, 100, 32, 128, 20),
     ("lstm", 64, 200, 64, 512, 5),
 ]
 LONG = ("lstm", 8, 10000, 32, 256, 3)  # with --long only: the benchmark's memory config
 # name: (cell, init options)
 CELLS = {"elman": (jaxrnn.elman, {}), "lstm": (jaxrnn.lstm, {}), "gru": (jaxrnn.gru, {}),
-         "gru_reset_before": (jaxrnn.gru, {"reset_after": False})}  # fmt: skip
+         "gru_reset_before": (jaxrnn.gru, {"reset_after": False}),
+         "lstm_proj": (jaxrnn.lstm, {"proj_size": 64})}  # fmt: skip
 
 
 PADDINGS = ("none", "lengths", "mask", "resets")
@@ -80,7 +82,8 @@ def time_config(name, batch, steps, features, hidden, reps, dtype=jnp.float32, p
     cell, init_options = CELLS[name]
     k_p, k_r, k_x, k_y, k_n = jax.random.split(jax.random.key(0), 5)
     cell_params = cell.init(k_p, features, hidden, dtype=dtype, **init_options)
-    params = (cell_params, 0.1 * jax.random.normal(k_r, (hidden, 1), dtype))
+    width = cell_params.proj_size if isinstance(cell_params, jaxrnn.LSTMPParams) else hidden
+    params = (cell_params, 0.1 * jax.random.normal(k_r, (width, 1), dtype))
     xs = jax.random.normal(k_x, (batch, steps, features), dtype)
     targets = jax.random.normal(k_y, (batch, steps, 1), dtype)
     options = step_options(padding, batch, steps, k_n)

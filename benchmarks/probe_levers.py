@@ -14,6 +14,8 @@ Variants (LSTM unless noted; each is a drop-in forward ``apply(params, xs [B,T,D
 - ``hoist``: the input projection ``xs @ w_x + b`` as one whole-sequence matmul before the scan; ``h @ w_h`` inside.
 - ``hoist_split``: hoisted, and the in-loop recurrent matmul split per gate (four ``[H, H]`` matmuls).
 - ``unroll2`` .. ``unroll16``: ``current`` with ``unroll=k``.
+- ``halves``: ``current`` on each half of the batch, two independent scans in one program, in case XLA CPU's
+  runtime ran them on the two cores at once (it did not: 2026-12-01, see benchmarks/README.md).
 - ``analytic_hoist`` / ``analytic_inloop``: a probe ``jax.custom_vjp``: hoisted (or in-loop) input projection, a backward scan that emits only ``dz`` per step, and the
   weight gradients formed after the loop as one matmul each (``dW_h = H_prevᵀ dZ``, ``dW_x = Xᵀ dZ``).
 - ``fastpath``: ``jaxrnn.rnn(..., grad="analytic")`` (jaxrnn/fastpath.py) when the library has it; compare the
@@ -51,8 +53,9 @@ LSTM_VARIANTS = [
     "unroll4",
     "unroll8",
     "unroll16",
+    "halves",
 ]
-GRU_VARIANTS = ["current", "autodiff", "hoist", "fastpath", "unroll4", "unroll16"]
+GRU_VARIANTS = ["current", "autodiff", "hoist", "fastpath", "unroll4", "unroll16", "halves"]
 
 
 # --------------------------------------------------------------------------------------------------- variants
@@ -224,6 +227,10 @@ def make_variant(name, cfg):
     cell = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru}[cfg["cell"]]
     if name == "current":
         return lambda p, xs: jaxrnn.rnn(cell, p, xs)[1]
+    if name == "halves":
+        import jax.numpy as jnp
+
+        return lambda p, xs: jnp.concatenate([jaxrnn.rnn(cell, p, x)[1] for x in jnp.split(xs, 2, axis=0)], axis=0)
     if name.startswith("unroll"):
         k = int(name[len("unroll") :])
         return lambda p, xs: jaxrnn.rnn(cell, p, xs, unroll=k)[1]

@@ -8,7 +8,7 @@ from jaxrnn import analytic, cells, checkpoint, data, diagnostics, interop, loss
 from jaxrnn.cells import Cell
 from jaxrnn.cells.elman import ElmanParams
 from jaxrnn.cells.gru import GRUGates, GRUParams
-from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMState
+from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMPParams, LSTMState
 from jaxrnn.data import MinMaxScaler, Vocabulary
 from jaxrnn.driver import rnn, truncated_rnn
 from jaxrnn.layers import DenseParams, EmbeddingParams, Module, dense, dropout, embedding
@@ -32,6 +32,7 @@ __all__ = [
     "GRUGates",
     "GRUParams",
     "LSTMGates",
+    "LSTMPParams",
     "LSTMParams",
     "LSTMState",
     "Layer",

@@ -52,7 +52,7 @@ from jaxrnn.cells import lstm as _lstm
 from jaxrnn.cells.base import Cell, add_bias
 from jaxrnn.cells.elman import ElmanParams
 from jaxrnn.cells.gru import GRUParams
-from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMState
+from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMPParams, LSTMState
 from jaxrnn.driver import _lengths_or_mask, _where_valid, prepare, reset_marks, step_validity
 from jaxrnn.mlp import MLPParams, hidden_activations
 
@@ -248,16 +248,20 @@ def elman_step_vjp(params: ElmanParams, carry: jax.Array, x: jax.Array, residual
     return _assemble(params, x, _hidden(carry), da, du), dcarry_prev, da @ params.w_x.T
 
 
-def lstm_forward(params: LSTMParams, carry: LSTMState, x: jax.Array):
+def lstm_forward(params: LSTMParams | LSTMPParams, carry: LSTMState, x: jax.Array):
     """One LSTM step keeping residuals: returns ``(LSTMState(h', c'), h', LSTMGates(i, f, g, o, c'))``."""
     act = _lstm.gates(params, carry, x)
-    h = act.o * jnp.tanh(act.c)
+    h = _lstm.output(params, act)
     return LSTMState(h=h, c=act.c), h, act
 
 
-def _lstm_delta(params: LSTMParams, carry: LSTMState, res: LSTMGates, dcarry: LSTMState, dh, *, axis: int = -1):
-    """``(da, da, dcarry_prev)`` of one step; ``axis`` is the feature axis (0: feature-major ``[4H, batch]``)."""
-    g_h = dcarry.h + dh
+def _lstm_delta(params, carry: LSTMState, res: LSTMGates, dcarry: LSTMState, dh, *, axis: int = -1):
+    """``(da, du, dcarry_prev)`` of one step; ``axis`` is the feature axis (0: feature-major ``[4H, batch]``).
+    ``du`` is ``da``, except with projections, where it is the cotangent of the projected output ``h'``
+    (``[*batch, P]``), the one ``dW_hr`` needs."""
+    g_out = dcarry.h + dh
+    projected = isinstance(params, LSTMPParams)
+    g_h = g_out @ params.w_hr.T if projected else g_out
     tc = jnp.tanh(res.c)
     d_o = g_h * tc
     dc = dcarry.c + g_h * res.o * (1.0 - tc * tc)
@@ -272,10 +276,10 @@ def _lstm_delta(params: LSTMParams, carry: LSTMState, res: LSTMGates, dcarry: LS
         axis=axis,
     )
     dh_prev = params.w_h @ da if axis == 0 else da @ params.w_h.T
-    return da, da, LSTMState(h=dh_prev, c=dc * res.f)
+    return da, g_out if projected else da, LSTMState(h=dh_prev, c=dc * res.f)
 
 
-def lstm_step_vjp(params: LSTMParams, carry: LSTMState, x: jax.Array, residuals: LSTMGates, dcarry: LSTMState, dh):
+def lstm_step_vjp(params, carry: LSTMState, x: jax.Array, residuals: LSTMGates, dcarry: LSTMState, dh):
     """VJP of one LSTM step (``c' = f c + i g``, ``h' = o tanh(c')``, gates from ``a = x W_x + h W_h + b``) for
     cotangents ``dcarry = LSTMState(dh', dc')`` and ``dh`` (of the output ``h'``), each ``[*batch, H]``::
 
@@ -287,10 +291,16 @@ def lstm_step_vjp(params: LSTMParams, carry: LSTMState, x: jax.Array, residuals:
         dW_x = Σ xᵀ da    dW_h = Σ hᵀ da    db = Σ da
         dh_prev = da W_hᵀ     dc_prev = dc ⊙ f     dx = da W_xᵀ
 
-    Returns ``(LSTMParams of gradients, LSTMState(dh_prev, dc_prev), dx [*batch, D])``.
+    With projections (:class:`~jaxrnn.LSTMPParams`, ``h' = m W_hr`` with ``m = o tanh(c')``; ``dcarry.h``, ``dh``
+    and ``dh_prev`` are ``[*batch, P]``), the cotangent of ``m`` takes the place of ``g_h`` above::
+
+        g = dcarry.h + dh       g_h = g W_hrᵀ       dW_hr = Σ mᵀ g
+
+    Returns ``(params of gradients, LSTMState(dh_prev, dc_prev), dx [*batch, D])``.
     """
     da, du, dcarry_prev = _lstm_delta(params, carry, residuals, dcarry, dh)
-    return _assemble(params, x, _hidden(carry), da, du), dcarry_prev, da @ params.w_x.T
+    extra = _extra_input(params, residuals)
+    return _assemble(params, x, _hidden(carry), da, du, extra), dcarry_prev, da @ params.w_x.T
 
 
 def gru_forward(params: GRUParams, carry: jax.Array, x: jax.Array):
@@ -349,15 +359,17 @@ def gru_step_vjp(params: GRUParams, carry: jax.Array, x: jax.Array, residuals: G
     Returns ``(GRUParams of gradients, dh_prev [*batch, H], dx [*batch, D])``.
     """
     da, du, dcarry_prev = _gru_delta(params, carry, residuals, dcarry, dh)
-    hs_n = _recurrent_n_input(params, residuals)
+    hs_n = _extra_input(params, residuals)
     return _assemble(params, x, _hidden(carry), da, du, hs_n), dcarry_prev, da @ params.w_x.T
 
 
-def _recurrent_n_input(params, residuals):
-    """What multiplies the n block of ``W_h`` when it is not ``h``: the reset-before GRU's ``r ⊙ h`` (stacked like
-    ``residuals``); None for every other cell."""
+def _extra_input(params, residuals):
+    """The input of a recurrent weight other than ``h`` (stacked like ``residuals``): the reset-before GRU's
+    ``r ⊙ h`` (``W_h``'s n block), the projected LSTM's ``m = o ⊙ tanh(c')`` (``W_hr``); None for every other cell."""
     if isinstance(params, GRUParams) and not params.reset_after:
         return residuals.hn
+    if isinstance(params, LSTMPParams):
+        return residuals.o * jnp.tanh(residuals.c)
     return None
 
 
@@ -368,9 +380,12 @@ def _hidden(carry):
 
 def _assemble(params, xs, hs, da, du, hs_n=None):
     """Parameter gradients from the deltas, every leading (time and batch) dim contracted in one matmul each.
-    ``hs_n``: what multiplies ``W_h``'s n block where that is not ``hs`` (see ``_recurrent_n_input``)."""
+    ``hs_n``: what multiplies ``W_h``'s n block where that is not ``hs``, or the projected LSTM's ``W_hr`` (see
+    ``_extra_input``; ``du`` is then the projected output's cotangent)."""
     dtype = params.w_x.dtype
     d_wx, d_b = _contract(xs, da, dtype), _sum_lead(da, dtype)
+    if isinstance(params, LSTMPParams):
+        return LSTMPParams(w_x=d_wx, w_h=_contract(hs, da, dtype), b=d_b, w_hr=_contract(hs_n, du, dtype))
     if hs_n is None:
         d_wh = _contract(hs, du, dtype)
     else:

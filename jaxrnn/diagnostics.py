@@ -142,7 +142,9 @@ def gradient_flow(
     else:
         backward = _analytic_backward(rule, params, prep)
     d_loss = backward(g_last)  # [T, *batch, H]
-    d_units = jax.vmap(backward)(unit_cts)  # [H(k), T, *batch, H]
+    # lax.map, not vmap: jaxlib 0.10.2's CPU compiler miscomputes a vmapped VJP of the LSTM and GRU scans in float64
+    # (jax.jacrev off by O(1); a single VJP, jax.jacfwd and float32 are right).
+    d_units = lax.map(backward, unit_cts)  # [H(k), T, *batch, H]
 
     batch_axes = tuple(range(1, 1 + batch_ndim))
     dloss_dh = jnp.mean(jnp.linalg.norm(d_loss, axis=-1), axis=batch_axes)
@@ -211,7 +213,7 @@ def gate_traces(cell, params, xs, carry=None, *, lengths=None, mask=None, resets
 
         def record(c, x):
             act = _lstm.gates(params, c, x)
-            return LSTMState(h=act.o * jnp.tanh(act.c), c=act.c), act
+            return LSTMState(h=_lstm.output(params, act), c=act.c), act
 
     elif rule.name == "gru":
 

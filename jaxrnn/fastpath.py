@@ -42,9 +42,9 @@ from jaxrnn.analytic import (
     StepRule,
     _acc_dtype,
     _assemble,
+    _extra_input,
     _hidden,
     _masked_vjp,
-    _recurrent_n_input,
     cut_at_resets,
     forward_with_residuals,
 )
@@ -159,9 +159,9 @@ def _backward(rule: StepRule, reverse, unroll, params, xs_tm, kept, lengths, dfi
 
     dcarry0, (da, du) = lax.scan(body, dfinal, (times, kept, dys, mask, marks), reverse=not reverse, unroll=unroll)
     carries, residuals = kept if layout is None else _unpack(layout, kept)
-    # Elman, LSTM and the reset-before GRU: du is da (only the reset-after GRU's n gate differs), so it is emitted
-    # once.
-    hs_n = _recurrent_n_input(params, residuals)
+    # Elman, LSTM and the reset-before GRU: du is da (the reset-after GRU's n gate differs, and the projected
+    # LSTM's du is its output cotangent), so it is emitted once.
+    hs_n = _extra_input(params, residuals)
     dparams = _assemble(params, xs_tm, _hidden(carries), da, da if du is None else du, hs_n)
     dxs = jnp.matmul(da, params.w_x.T, preferred_element_type=_acc_dtype(params.w_h.dtype)).astype(xs_tm.dtype)
     return dparams, dxs, dcarry0

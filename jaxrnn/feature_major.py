@@ -60,7 +60,10 @@ class Kept(NamedTuple):
 
 
 def use_feature_major(params, xs_tm) -> bool:
-    """Whether the LSTM fast path runs feature-major for these params and ``xs_tm [T, *batch, D]``."""
+    """Whether the LSTM fast path runs feature-major for these params and ``xs_tm [T, *batch, D]`` (never with
+    projections)."""
+    if not isinstance(params, LSTMParams):
+        return False
     return params.w_h.shape[1] >= MIN_GATE_WIDTH and math.prod(xs_tm.shape[1:-1]) >= MIN_BATCH
 
 

@@ -61,7 +61,7 @@ from jaxrnn.cells import gru as _gru
 from jaxrnn.cells import lstm as _lstm
 from jaxrnn.cells.elman import ElmanParams
 from jaxrnn.cells.gru import GRUParams
-from jaxrnn.cells.lstm import LSTMParams, LSTMState
+from jaxrnn.cells.lstm import LSTMParams, LSTMPParams, LSTMState
 from jaxrnn.stack import MERGES, Bidirectional, Layer, stack
 
 __all__ = ["carry_from_keras", "carry_from_torch", "carry_to_keras", "carry_to_torch", "from_keras", "from_torch",
@@ -133,6 +133,10 @@ def _jnp(a: np.ndarray):
 _GRU_FORM = {"to_torch": ("PyTorch's nn.GRU", True), "to_flax": ("Flax's GRUCell", True),
              "to_equinox": ("Equinox's GRUCell", True), "to_haiku": ("Haiku's hk.GRU", False)}  # fmt: skip
 
+# The LSTM of each exporter's peer other than PyTorch's, none of which projects its output (proj_size).
+_LSTM_PEER = {"to_keras": "Keras' LSTM", "to_flax": "Flax's LSTMCell", "to_equinox": "Equinox's LSTMCell",
+              "to_haiku": "Haiku's hk.LSTM"}  # fmt: skip
+
 
 def _layer_info(layer, params, caller: str) -> tuple[str, str, int, int, list]:
     """Validate a built-in-cell Layer and its params; return ``(kind, activation, input_size, hidden, entries)``
@@ -153,7 +157,7 @@ def _layer_info(layer, params, caller: str) -> tuple[str, str, int, int, list]:
     if not isinstance(params, tuple) or isinstance(params, Bidirectional) or len(params) != layer.num_layers:
         got = type(params).__name__ + (f" of length {len(params)}" if isinstance(params, tuple) else "")
         raise TypeError(f"{caller}: params must be a tuple of {layer.num_layers} per-layer entries, got {got}")
-    entries, activation, hidden, input_size = [], None, None, None
+    entries, activation, hidden, input_size, proj = [], None, None, None, None
     width = 2 if layer.bidirectional and layer.merge == "concat" else 1
     for k, entry in enumerate(params):
         if layer.bidirectional != isinstance(entry, Bidirectional):
@@ -162,12 +166,19 @@ def _layer_info(layer, params, caller: str) -> tuple[str, str, int, int, list]:
         directions = list(entry) if layer.bidirectional else [entry]
         for p in directions:
             d_in, h = layer.cell.sizes(p)
+            p_size = p.proj_size if isinstance(p, LSTMPParams) else None
             if hidden is None:
-                hidden, input_size = h, d_in
+                hidden, input_size, proj = h, d_in, p_size
             if h != hidden:
                 raise ValueError(f"{caller}: every layer must have hidden size {hidden}, params[{k}] has {h}")
-            if k > 0 and d_in != width * hidden:
-                raise ValueError(f"{caller}: params[{k}] must read {width * hidden} features, got input size {d_in}")
+            if p_size != proj:
+                raise ValueError(
+                    f"{caller}: every layer must have one proj_size (None: no projection), params[0] has {proj}, "
+                    f"params[{k}] has {p_size}"
+                )
+            out = hidden if proj is None else proj
+            if k > 0 and d_in != width * out:
+                raise ValueError(f"{caller}: params[{k}] must read {width * out} features, got input size {d_in}")
             if kind == "elman":
                 if activation is not None and p.activation != activation:
                     raise ValueError(
@@ -178,6 +189,11 @@ def _layer_info(layer, params, caller: str) -> tuple[str, str, int, int, list]:
         entries.append(directions)
     if kind == "gru":
         _check_gru_form([p for directions in entries for p in directions], caller)
+    if proj is not None and caller != "to_torch":
+        raise ValueError(
+            f"{caller}: {_LSTM_PEER.get(caller, 'the peer')} has no output projection; these params are an LSTM with projections (LSTMPParams, "
+            f"proj_size={proj}), which only PyTorch's nn.LSTM(proj_size=...) computes"
+        )
     return kind, activation or "tanh", input_size, hidden, entries
 
 
@@ -213,7 +229,7 @@ _TORCH_MODES = {"RNN_TANH": ("elman", "tanh"), "RNN_RELU": ("elman", "relu"), "L
                 "GRU": ("gru", None)}  # fmt: skip
 
 
-def _params_from_torch(kind: str, activation: str, w_ih, w_hh, b_ih, b_hh):
+def _params_from_torch(kind: str, activation: str, w_ih, w_hh, b_ih, b_hh, w_hr=None):
     w_x, w_h = w_ih.T, w_hh.T
     hidden = w_hh.shape[1]
     if b_ih is None:
@@ -223,6 +239,8 @@ def _params_from_torch(kind: str, activation: str, w_ih, w_hh, b_ih, b_hh):
         b = b_ih + np.concatenate([b_hh[: 2 * hidden], np.zeros((hidden,), b_hh.dtype)])
         return GRUParams(w_x=_jnp(w_x), w_h=_jnp(w_h), b=_jnp(b), b_hn=_jnp(b_hh[2 * hidden :]))
     b = b_ih + b_hh
+    if kind == "lstm" and w_hr is not None:
+        return LSTMPParams(w_x=_jnp(w_x), w_h=_jnp(w_h), b=_jnp(b), w_hr=_jnp(w_hr.T))
     if kind == "lstm":
         return LSTMParams(w_x=_jnp(w_x), w_h=_jnp(w_h), b=_jnp(b))
     return ElmanParams(w_x=_jnp(w_x), w_h=_jnp(w_h), b=_jnp(b), activation=activation)
@@ -266,7 +284,8 @@ def from_torch(
     ``layer.apply(params, xs, lengths=lengths)`` then equals the module on ``xs`` (a PackedSequence of those
     lengths) in outputs and final states (:func:`carry_to_torch` gives torch's ``h_n`` layout). The weights map as
     ``w_x = W_ih.T``, ``w_h = W_hh.T``, ``b = b_ih + b_hh`` (GRU: ``b = [b_ir+b_hr, b_iz+b_hz, b_in]``,
-    ``b_hn = b_hn``); ``bias=False`` gives zero biases. A ``batch_first=False`` module maps to the same layer: call
+    ``b_hn = b_hn``); ``bias=False`` gives zero biases. An ``nn.LSTM(proj_size=P)`` gives
+    :class:`~jaxrnn.LSTMPParams` with ``w_hr = W_hr.T``. A ``batch_first=False`` module maps to the same layer: call
     ``layer.apply(..., time_major=True)``. Arrays keep the module's dtype (float64 needs ``jax_enable_x64``). A cell
     gives a one-layer ``layer``: ``layer.apply`` equals calling the cell at every step of a Python loop, with the
     carry ``(h,)`` or ``(LSTMState(h, c),)`` for its ``hx``.
@@ -289,8 +308,8 @@ def from_torch(
       (``Bidirectional(forward, backward)`` when bidirectional).
 
     Raises:
-      ValueError: ``proj_size > 0`` (projections are not representable), missing or unexpected keys, shapes that
-        do not fit together, or a ``kind``/``nonlinearity`` that contradicts the module or the weights.
+      ValueError: missing or unexpected keys, shapes that do not fit together, ``weight_hr`` keys of a non-LSTM,
+        or a ``kind``/``nonlinearity`` that contradicts the module or the weights.
     """
     if kind is not None:
         kind = _canonical_kind(kind)
@@ -313,26 +332,38 @@ def from_torch(
 
     found, unexpected, cell_keys = _parse_state_dict(state_dict, prefix)
     suffix = (lambda k, rev: "") if cell_keys else (lambda k, rev: f"_l{k}{'_reverse' if rev else ''}")
-    if any(name == "weight_hr" for name, _, _ in found):
-        raise ValueError(
-            f"{source} has weight_hr_l* keys, i.e. proj_size > 0 (LSTM with projections); jaxrnn cannot represent "
-            f"projected LSTMs. Expected proj_size=0"
-        )
+    projected = any(name == "weight_hr" for name, _, _ in found)
     if unexpected:
         shown = ", ".join(repr(k) for k in unexpected[:5]) + (", ..." if len(unexpected) > 5 else "")
         hint = "" if prefix else " (for a whole model's state_dict, pass prefix='<submodule name>.')"
         raise ValueError(
             f"unexpected keys in the {source}: {shown}; expected weight_ih_l<k>, weight_hh_l<k>, bias_ih_l<k>, "
-            f"bias_hh_l<k> (optionally with _reverse){hint}"
+            f"bias_hh_l<k>, weight_hr_l<k> (optionally with _reverse){hint}"
         )
     if ("weight_hh", 0, False) not in found:
         where = f" under prefix {prefix!r}" if prefix else ""
         raise ValueError(f"missing key in the {source}{where}: {prefix}weight_hh_l0 (a cell's: weight_hh)")
 
     w_hh0 = found[("weight_hh", 0, False)]
-    if w_hh0.ndim != 2 or w_hh0.shape[1] == 0 or w_hh0.shape[0] % w_hh0.shape[1]:
+    proj = None
+    if projected:
+        w_hr0 = found.get(("weight_hr", 0, False))
+        if w_hr0 is None or w_hr0.ndim != 2 or not 0 < w_hr0.shape[0] < w_hr0.shape[1]:
+            got = "missing" if w_hr0 is None else f"shape {_shape(w_hr0.shape)}"
+            raise ValueError(
+                f"{prefix}weight_hr{suffix(0, False)} (an LSTM's projection) must have shape [P, H] with 0 < P < H, "
+                f"got {got}"
+            )
+        proj, hidden = w_hr0.shape
+        if w_hh0.shape != (4 * hidden, proj):
+            raise ValueError(
+                f"{prefix}weight_hh{suffix(0, False)} must have shape {_shape((4 * hidden, proj))} for an LSTM "
+                f"with projections (weight_hr{suffix(0, False)} {_shape(w_hr0.shape)}), got {_shape(w_hh0.shape)}"
+            )
+    elif w_hh0.ndim != 2 or w_hh0.shape[1] == 0 or w_hh0.shape[0] % w_hh0.shape[1]:
         raise ValueError(f"{prefix}weight_hh{suffix(0, False)} must have shape [G*H, H], got {_shape(w_hh0.shape)}")
-    hidden = w_hh0.shape[1]
+    else:
+        hidden = w_hh0.shape[1]
     gates = w_hh0.shape[0] // hidden
     if gates not in _KIND_BY_GATES:
         raise ValueError(
@@ -351,7 +382,7 @@ def from_torch(
     num_layers = 1 + max(k for _, k, _ in found)
     bidirectional = any(rev for _, _, rev in found)
     has_bias = any(name.startswith("bias") for name, _, _ in found)
-    names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if has_bias else ())
+    names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if has_bias else ()) + (("weight_hr",) if proj else ())
     missing = [
         f"{prefix}{name}{suffix(k, rev)}"
         for k in range(num_layers)
@@ -367,18 +398,22 @@ def from_torch(
         )
 
     width = 2 if bidirectional else 1
+    out = hidden if proj is None else proj
     layers = []
     for k in range(num_layers):
         directions = []
         for rev in (False, True) if bidirectional else (False,):
             sfx = suffix(k, rev)
             w_ih, w_hh = found[("weight_ih", k, rev)], found[("weight_hh", k, rev)]
-            want_in = None if k == 0 else width * hidden
-            if w_hh.shape != (gates * hidden, hidden):
+            want_in = None if k == 0 else width * out
+            if w_hh.shape != (gates * hidden, out):
                 raise ValueError(
-                    f"{prefix}weight_hh{sfx} must have shape {_shape((gates * hidden, hidden))}, got "
-                    f"{_shape(w_hh.shape)}"
+                    f"{prefix}weight_hh{sfx} must have shape {_shape((gates * hidden, out))}, got {_shape(w_hh.shape)}"
                 )
+            w_hr = found.get(("weight_hr", k, rev))
+            if proj is not None and w_hr.shape != (proj, hidden):
+                raise ValueError(f"{prefix}weight_hr{sfx} must have shape {_shape((proj, hidden))}, got "
+                                 f"{_shape(w_hr.shape)}")  # fmt: skip
             if w_ih.ndim != 2 or w_ih.shape[0] != gates * hidden or (want_in is not None and w_ih.shape[1] != want_in):
                 want = _shape((gates * hidden, "D" if want_in is None else want_in))
                 raise ValueError(f"{prefix}weight_ih{sfx} must have shape {want}, got {_shape(w_ih.shape)}")
@@ -397,7 +432,7 @@ def from_torch(
                         raise ValueError(
                             f"{prefix}{name}{sfx} must have shape [{gates * hidden}], got {_shape(b.shape)}"
                         )
-            directions.append(_params_from_torch(kind, activation, w_ih, w_hh, b_ih, b_hh))
+            directions.append(_params_from_torch(kind, activation, w_ih, w_hh, b_ih, b_hh, w_hr))
         layers.append(Bidirectional(*directions) if bidirectional else directions[0])
     layer = stack(_CELLS[kind], num_layers, bidirectional=bidirectional, merge="concat", dropout=dropout)
     return layer, tuple(layers)
@@ -416,11 +451,6 @@ def _read_torch_module(module):
             f"module_or_state_dict must be a torch.nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell or nn.GRUCell, "
             f"or a state_dict mapping, got {type(module).__name__}"
         )
-    if getattr(module, "proj_size", 0):
-        raise ValueError(
-            f"{type(module).__name__} has proj_size={module.proj_size}; jaxrnn cannot represent projected LSTMs. "
-            f"Expected proj_size=0"
-        )
     kind, act = _TORCH_MODES[module.mode]
     return module.state_dict(), kind, act, float(module.dropout)
 
@@ -437,14 +467,16 @@ def to_torch(layer: Layer, params, *, ignore_dropout: bool = False, cell: bool =
     direction).
 
     ``W_ih = w_x.T``, ``W_hh = w_h.T``, ``bias_ih = b``, ``bias_hh = 0`` (GRU: ``bias_hh = [0, 0, b_hn]``); the
-    module has ``layer``'s ``num_layers``, ``bidirectional`` and ``dropout``, and the params' dtype. Call
+    module has ``layer``'s ``num_layers``, ``bidirectional`` and ``dropout``, and the params' dtype. LSTM params
+    with projections (:class:`~jaxrnn.LSTMPParams`) give ``nn.LSTM(proj_size=P)`` with ``W_hr = w_hr.T``. Call
     ``module.batch_first = False`` for time-major inputs.
 
     Raises:
       ValueError: a cell other than jaxrnn.elman/lstm/gru, a merge other than ``"concat"`` (torch concatenates), mixed
         Elman activations, ``layer.recurrent_dropout > 0`` (torch has none) unless ``ignore_dropout=True``,
-        ``cell=True`` for more than one layer or direction, or a reset-before GRU (``b_hn=None``; torch's GRU resets
-        after its recurrent matmul).
+        ``cell=True`` for more than one layer or direction or with projections (``nn.LSTMCell`` has none), layers
+        of different ``proj_size``, or a reset-before GRU (``b_hn=None``; torch's GRU resets after its recurrent
+        matmul).
     """
     import torch
 
@@ -460,6 +492,12 @@ def to_torch(layer: Layer, params, *, ignore_dropout: bool = False, cell: bool =
             f"bidirectional={layer.bidirectional}"
         )
     dtype = _dtype_of(entries)
+    proj = entries[0][0].proj_size if isinstance(entries[0][0], LSTMPParams) else 0
+    if cell and proj:
+        raise ValueError(
+            f"to_torch(cell=True): torch.nn.LSTMCell has no projection; these params have proj_size={proj} (leave "
+            f"cell=False for an nn.LSTM(proj_size={proj}))"
+        )
     if cell:
         options = dict(input_size=input_size, hidden_size=hidden, bias=True)
         module = {"elman": lambda **kw: torch.nn.RNNCell(nonlinearity=activation, **kw), "lstm": torch.nn.LSTMCell,
@@ -469,8 +507,10 @@ def to_torch(layer: Layer, params, *, ignore_dropout: bool = False, cell: bool =
                        batch_first=True, dropout=layer.dropout, bidirectional=layer.bidirectional)  # fmt: skip
         if kind == "elman":
             module = torch.nn.RNN(nonlinearity=activation, **options)
+        elif kind == "lstm":
+            module = torch.nn.LSTM(proj_size=proj, **options)
         else:
-            module = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(**options)
+            module = torch.nn.GRU(**options)
     torch_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
                    "float64": torch.float64}.get(str(dtype))  # fmt: skip
     if torch_dtype is None:
@@ -488,12 +528,15 @@ def to_torch(layer: Layer, params, *, ignore_dropout: bool = False, cell: bool =
             if kind == "gru":
                 b_hh[2 * hidden :] = np.asarray(p.b_hn)
             state[f"bias_hh{sfx}"] = b_hh
+            if proj:
+                state[f"weight_hr{sfx}"] = np.asarray(p.w_hr).T
     module.load_state_dict({key: _torch_tensor(value, torch) for key, value in state.items()})
     return module
 
 
 def carry_from_torch(layer: Layer, hx):
-    """Torch's ``h_n`` (or ``(h_n, c_n)`` for LSTM), ``[num_layers * D, *batch, H]``, as ``layer``'s carry.
+    """Torch's ``h_n`` (or ``(h_n, c_n)`` for LSTM), ``[num_layers * D, *batch, H]``, as ``layer``'s carry
+    (with ``proj_size=P``, ``h_n`` is ``[num_layers * D, *batch, P]``).
 
     ``carry[k] = h_n[k]`` (LSTM: ``LSTMState(h=h_n[k], c=c_n[k])``); bidirectional:
     ``carry[k] = Bidirectional(forward=h_n[2k], backward=h_n[2k+1])``. Use it for ``apply(params, xs, carry)``.
@@ -504,9 +547,10 @@ def carry_from_torch(layer: Layer, hx):
         if not (isinstance(hx, tuple) and len(hx) == 2):
             raise TypeError(f"carry_from_torch: an LSTM's hx must be a tuple (h, c), got {type(hx).__name__}")
         h, c = (_jnp(_to_numpy(a, name)) for a, name in zip(hx, ("h", "c")))
-        if h.shape != c.shape:
+        if h.shape[:-1] != c.shape[:-1] or h.shape[-1:] > c.shape[-1:]:
             raise ValueError(
-                f"carry_from_torch: h and c must have one shape, got {_shape(h.shape)} and {_shape(c.shape)}"
+                f"carry_from_torch: h and c must have one shape (h's last axis P < H with projections), got "
+                f"{_shape(h.shape)} and {_shape(c.shape)}"
             )
     else:
         h, c = _jnp(_to_numpy(hx, "hx")), None

@@ -93,6 +93,14 @@ def _with_recurrent_dropout(cell: Cell, mask: jax.Array) -> Cell:
     return cell._replace(step=step)
 
 
+def _output_size(cell: Cell, params, input_size: int) -> int:
+    """The feature size of ``cell``'s outputs with ``params`` (one direction's, for a ``Bidirectional`` pair) and
+    inputs of ``input_size`` features: the hidden size, or the projected LSTM's ``P``."""
+    one = params.forward if isinstance(params, Bidirectional) else params
+    x = jax.ShapeDtypeStruct((input_size,), jax.tree.leaves(one)[0].dtype)
+    return jax.eval_shape(lambda p, x: cell.step(p, cell.initial_state(p, ()), x)[1], one, x).shape[-1]
+
+
 def stack(
     cell: Cell,
     num_layers: int = 1,
@@ -125,7 +133,8 @@ def stack(
     Returns:
       ``Layer``: ``layer.init(key, input_size, hidden_size, *, dtype=None, **cell_options)`` and
       ``layer.apply(params, xs, carry=None, *, lengths=None, mask=None, resets=None, time_major=False, key=None,
-      train=False) -> (final_carry, ys)``, ``ys [*batch, T, H or 2H]``. ``lengths``, ``mask`` (steps to run,
+      train=False) -> (final_carry, ys)``, ``ys [*batch, T, H or 2H]`` (``P`` for the LSTM with projections,
+      ``layer.init(..., proj_size=P)``; each layer above the first reads what the one below outputs). ``lengths``, ``mask`` (steps to run,
       ``[*batch, T]`` booleans) and ``resets`` (segment starts, ``[*batch, T]`` booleans) act as in
       :func:`~jaxrnn.rnn` in every layer and direction.
     """
@@ -154,8 +163,10 @@ def stack(
     def init(key, input_size: int, hidden_size: int, *, dtype=None, **cell_options):
         keys = jax.random.split(key, num_layers)
         layers = []
+        size_in = input_size
         for k, layer_key in enumerate(keys):
-            size_in = input_size if k == 0 else width * hidden_size
+            if k > 0:
+                size_in = width * _output_size(cell, layers[-1], size_in)
             if bidirectional:
                 k_f, k_b = jax.random.split(layer_key)
                 layers.append(

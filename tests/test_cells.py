@@ -68,6 +68,64 @@ def test_gru_step_reset_before():
         jaxrnn.gru.sizes(params._replace(b_hn=jnp.zeros(3)))
 
 
+def test_lstm_with_projections_step():
+    """Sak et al. (2014), PyTorch's proj_size: h' = (o·tanh(c')) W_hr, and h (P features) is the recurrent input."""
+    params = jaxrnn.lstm.init(jax.random.key(0), 3, 4, proj_size=2)
+    assert isinstance(params, jaxrnn.LSTMPParams) and params.proj_size == 2
+    assert [np.shape(leaf) for leaf in params] == [(3, 16), (2, 16), (16,), (4, 2)]
+    assert jaxrnn.lstm.sizes(params) == (3, 4)
+    # per-gate blocks of w_h have orthonormal rows
+    for k in range(4):
+        block = np.asarray(params.w_h[:, 4 * k : 4 * k + 4], np.float64)
+        np.testing.assert_allclose(block @ block.T, np.eye(2), atol=1e-5)
+    params = params._replace(b=0.3 * jax.random.normal(jax.random.key(1), (16,)))
+    p = {f: np.asarray(getattr(params, f), np.float64) for f in params._fields}
+    rng = np.random.default_rng(2)
+    x, h, c = rng.normal(size=(5, 3)), rng.normal(size=(5, 2)), rng.normal(size=(5, 4))
+    z = x @ p["w_x"] + h @ p["w_h"] + p["b"]
+    i, f, g, o = sigmoid(z[:, :4]), sigmoid(z[:, 4:8]), np.tanh(z[:, 8:12]), sigmoid(z[:, 12:])
+    c_new = f * c + i * g
+    state, out = jaxrnn.lstm.step(params, jaxrnn.LSTMState(jnp.asarray(h), jnp.asarray(c)), jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(state.c, c_new, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, (o * np.tanh(c_new)) @ p["w_hr"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state.h, out)
+    zero = jaxrnn.lstm.initial_state(params, (5,))
+    assert zero.h.shape == (5, 2) and zero.c.shape == (5, 4)
+    # the same key without proj_size gives the plain LSTM, drawn as before
+    plain = jaxrnn.lstm.init(jax.random.key(0), 3, 4)
+    assert isinstance(plain, jaxrnn.LSTMParams) and np.array_equal(
+        plain.w_x, jaxrnn.lstm.init(jax.random.key(0), 3, 4, proj_size=2).w_x
+    )
+
+
+@pytest.mark.parametrize(
+    ("proj_size", "error", "match"),
+    [(4, ValueError, r"proj_size must lie in \(0, hidden_size=4\), got 4"), (0, ValueError, "got 0"),
+     (2.0, TypeError, "proj_size must be an int or None, got float"), (True, TypeError, "got bool")],
+)  # fmt: skip
+def test_lstm_proj_size_is_checked(proj_size, error, match):
+    with pytest.raises(error, match=match):
+        jaxrnn.lstm.init(jax.random.key(0), 3, 4, proj_size=proj_size)
+
+
+def test_lstm_with_projections_params_are_checked():
+    params = jaxrnn.lstm.init(jax.random.key(0), 3, 4, proj_size=2)
+    with pytest.raises(ValueError, match=r"LSTMPParams.w_hr must have shape \[H, P\] with 0 < P < H, got \[4, 4\]"):
+        jaxrnn.lstm.sizes(params._replace(w_hr=jnp.zeros((4, 4))))
+    with pytest.raises(
+        ValueError, match=r"LSTMPParams.w_h must have shape \[2, 16\] for H=4, P=2 \(from w_hr\), got \[4, 16\]"
+    ):
+        jaxrnn.lstm.sizes(params._replace(w_h=jnp.zeros((4, 16))))
+    with pytest.raises(ValueError, match=r"LSTMPParams.w_x must have shape \[D, 16\]"):
+        jaxrnn.lstm.sizes(params._replace(w_x=jnp.zeros((3, 12))))
+    with pytest.raises(TypeError, match="floating point"):
+        jaxrnn.lstm.sizes(params._replace(w_hr=jnp.zeros((4, 2), jnp.int32)))
+    with pytest.raises(ValueError, match=r"xs has 4 features .* expect input_size=3"):
+        jaxrnn.rnn(jaxrnn.lstm, params, jnp.ones((2, 5, 4)))
+    with pytest.raises(ValueError, match="carry"):  # a carry with h of H features instead of P
+        jaxrnn.rnn(jaxrnn.lstm, params, jnp.ones((2, 5, 3)), jaxrnn.LSTMState(jnp.zeros((2, 4)), jnp.zeros((2, 4))))
+
+
 @pytest.mark.parametrize("activation, fn", [("tanh", np.tanh), ("relu", lambda v: np.maximum(v, 0))])
 def test_elman_step(activation, fn):
     _, params = make("elman" if activation == "tanh" else "elman_relu", 3, 4)

@@ -14,6 +14,7 @@ CELLS = {
     "lstm": (jaxrnn.lstm, {}),
     "gru": (jaxrnn.gru, {}),
     "gru_reset_before": (jaxrnn.gru, {"reset_after": False}),
+    "lstm_proj": (jaxrnn.lstm, {"proj_size": 3}),
 }
 BATCH, T, D, H = (2, 3), 6, 3, 4
 LENGTHS = np.array([[6, 3, 0], [1, 5, 2]], np.int32)
@@ -80,6 +81,7 @@ def rel_err(a, b):
         ("gru", False, False),
         ("gru", True, True),
         ("gru_reset_before", True, False),
+        ("lstm_proj", True, True),
         ("elman_tanh", True, False),
         ("elman_relu", True, True),
     ],
@@ -100,7 +102,8 @@ def test_analytic_gradients_equal_autodiff_float32_jit(name, with_lengths, rever
 @pytest.mark.parametrize(
     ("name", "reverse", "resets"),
     [("lstm", False, False), ("lstm", True, True), ("gru", True, False), ("gru", False, True),
-     ("gru_reset_before", True, True), ("elman_tanh", False, True), ("elman_relu", True, False)],
+     ("gru_reset_before", True, True), ("lstm_proj", False, True), ("elman_tanh", False, True),
+     ("elman_relu", True, False)],
 )  # fmt: skip
 def test_mask_and_resets_take_the_analytic_path_with_autodiff_gradients_float64(x64, name, reverse, resets):
     cell, params, xs, carry0 = make_case(name, dtype=jnp.float64)
@@ -115,7 +118,7 @@ def test_mask_and_resets_take_the_analytic_path_with_autodiff_gradients_float64(
     assert rel_err(g_ad, g_an) < 1e-12
     valid = MASK & (np.arange(T) < LENGTHS[..., None]) if name == "gru" else MASK
     assert not np.any(np.asarray(g_an[1])[~valid])  # masked steps get no input gradient
-    if name in ("lstm", "gru", "gru_reset_before"):  # the default takes the analytic path under a mask
+    if name in ("lstm", "gru", "gru_reset_before", "lstm_proj"):  # the default takes the analytic path under a mask
         jaxpr = jax.make_jaxpr(lambda p: jnp.sum(jaxrnn.rnn(cell, p, xs, carry0, **kwargs)[1]))(params)
         assert "custom_vjp_call" in str(jaxpr)
 
@@ -173,7 +176,7 @@ def test_empty_sequence_returns_the_carry_and_passes_its_gradient(name, hidden):
         assert all(np.any(np.asarray(leaf)) for leaf in jax.tree.leaves(g_an[2]))
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru_reset_before"])
+@pytest.mark.parametrize("name", ["lstm", "gru_reset_before", "lstm_proj"])
 def test_bfloat16_runs(name):
     cell, params, xs, carry0 = make_case(name, dtype=jnp.bfloat16)
     lengths = jnp.asarray(LENGTHS)

@@ -30,6 +30,8 @@ def test_chosen_for_wide_cells_only():
     assert chosen((8,), 256) and chosen((2, 4), 512)
     assert not chosen((8,), 128)  # 4H = 512 < MIN_GATE_WIDTH
     assert not chosen((4,), 256) and not chosen((), 256)  # fewer than MIN_BATCH sequences
+    projected = jaxrnn.lstm.init(jax.random.key(0), 3, 512, proj_size=64)  # the LSTM with projections stays row-major
+    assert not feature_major.use_feature_major(projected, jax.ShapeDtypeStruct((5, 64, 3), jnp.float32))
 
     params = jaxrnn.lstm.init(jax.random.key(0), 3, 256)
     xs = jnp.zeros((5, 8, 3))

@@ -63,6 +63,7 @@ TORCH_KINDS = {
     "rnn_relu": lambda **kw: torch.nn.RNN(nonlinearity="relu", **kw),
     "lstm": lambda **kw: torch.nn.LSTM(**kw),
     "gru": lambda **kw: torch.nn.GRU(**kw),
+    "lstm_proj": lambda **kw: torch.nn.LSTM(proj_size=2, **kw),  # outputs and h of 2 features, c of H
 }
 
 
@@ -114,10 +115,12 @@ def _check_against_torch(kind, num_layers, bidirectional, dtype, *, batch_first=
     shape = (B, T, D) if batch_first else (T, B, D)
     x = rng.standard_normal(shape).astype(dtype)
     lengths = _lengths()
-    width = 2 * H if bidirectional else H
-    r_out = rng.standard_normal(shape[:2] + (width,)).astype(dtype)
+    out = module.proj_size if kind == "lstm_proj" else H
+    r_out = rng.standard_normal(shape[:2] + ((2 if bidirectional else 1) * out,)).astype(dtype)
     n_states = num_layers * (2 if bidirectional else 1)
-    r_states = [rng.standard_normal((n_states, B, H)).astype(dtype) for _ in range(2 if kind == "lstm" else 1)]
+    r_states = [
+        rng.standard_normal((n_states, B, size)).astype(dtype) for size in (out, H)[: 2 if "lstm" in kind else 1]
+    ]
 
     # torch: forward on a PackedSequence, then backward of a random linear functional of outputs and states
     x_t, out_t, states_t = _torch_run(module, x, lengths, batch_first)
@@ -151,7 +154,7 @@ def test_torch_outputs_states_and_gradients_float32(kind, num_layers, bidirectio
     _check_against_torch(kind, num_layers, bidirectional, "float32")
 
 
-@pytest.mark.parametrize("kind", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("kind", ["rnn_tanh", "lstm", "gru", "lstm_proj"])
 def test_torch_float64(kind):
     with jax.enable_x64(True):
         layer, params, _ = _check_against_torch(kind, 2, True, "float64")
@@ -292,10 +295,29 @@ def test_torch_errors():
     with pytest.raises(ValueError, match=r"to_torch\(cell=True\): a torch cell is one layer in one direction"):
         layer = jaxrnn.stack(jaxrnn.gru, 2)
         interop.to_torch(layer, layer.init(jax.random.key(0), D, H), cell=True)
-    with pytest.raises(ValueError, match="proj_size=2"):
-        interop.from_torch(torch.nn.LSTM(D, H, proj_size=2))
-    with pytest.raises(ValueError, match="proj_size > 0"):
-        interop.from_torch(torch.nn.LSTM(D, H, proj_size=2).state_dict())
+    # projections: the state dict's shapes must fit together; a torch cell has none; one proj_size per stack
+    proj = torch.nn.LSTM(D, H, num_layers=2, proj_size=2).state_dict()
+    with pytest.raises(
+        ValueError, match=r"weight_hr_l0 \(an LSTM's projection\) must have shape \[P, H\] with 0 < P < H, got missing"
+    ):
+        interop.from_torch({k: v for k, v in proj.items() if k != "weight_hr_l0"})
+    with pytest.raises(ValueError, match=r"missing keys in the state_dict: weight_hr_l1"):
+        interop.from_torch({k: v for k, v in proj.items() if k != "weight_hr_l1"})
+    with pytest.raises(ValueError, match=r"weight_hh_l0 must have shape \[16, 2\] for an LSTM with projections"):
+        interop.from_torch({**proj, "weight_hh_l0": torch.zeros(16, 4)})
+    with pytest.raises(ValueError, match=r"weight_hr_l1 must have shape \[2, 4\], got \[3, 4\]"):
+        interop.from_torch({**proj, "weight_hr_l1": torch.zeros(3, 4)})
+    with pytest.raises(ValueError, match=r"weight_ih_l1 must have shape \[16, 2\], got \[16, 4\]"):
+        interop.from_torch({**proj, "weight_ih_l1": torch.zeros(16, 4)})
+    layer, params = interop.from_torch(torch.nn.LSTM(D, H, proj_size=2))
+    with pytest.raises(ValueError, match=r"torch.nn.LSTMCell has no projection; these params have proj_size=2"):
+        interop.to_torch(layer, params, cell=True)
+    mixed = (params[0], jaxrnn.lstm.init(jax.random.key(0), 2, H))
+    with pytest.raises(
+        ValueError,
+        match=r"every layer must have one proj_size \(None: no projection\), params\[0\] has 2, params\[1\] has None",
+    ):
+        interop.to_torch(jaxrnn.stack(jaxrnn.lstm, 2), mixed)
     with pytest.raises(
         TypeError, match="torch.nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell or nn.GRUCell.*got Linear"
     ):
@@ -604,6 +626,9 @@ def test_keras_errors(keras):
 
     with pytest.raises(ValueError, match="recurrent_activation='hard_sigmoid'"):
         interop.from_keras(built(keras.layers.LSTM(H, recurrent_activation="hard_sigmoid")))
+    projected = jaxrnn.stack(jaxrnn.lstm)
+    with pytest.raises(ValueError, match=r"to_keras: Keras' LSTM has no output projection"):
+        interop.to_keras(projected, projected.init(jax.random.key(0), D, H, proj_size=2))
     with pytest.raises(ValueError, match="activation='relu'; jaxrnn.lstm supports 'tanh'"):
         interop.from_keras(built(keras.layers.LSTM(H, activation="relu")))
     with pytest.raises(ValueError, match="activation='sigmoid'; jaxrnn.elman supports 'tanh' or 'relu'"):

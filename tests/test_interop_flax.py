@@ -218,6 +218,10 @@ def test_from_nnx_reads_a_bare_cell_and_the_gru_has_no_recurrent_n_bias():
         with pytest.raises(ValueError, match=r"Flax's GRUCell resets after its recurrent matmul; these params are a "
                                              r"reset-before \(b_hn=None\) GRU"):  # fmt: skip
             interop.to_flax(layer, reset_before, api=api)
+    lstm = jaxrnn.stack(jaxrnn.lstm)
+    for api in ("linen", "nnx"):
+        with pytest.raises(ValueError, match=r"to_flax: Flax's LSTMCell has no output projection"):
+            interop.to_flax(lstm, lstm.init(jax.random.key(0), D, H, proj_size=2), api=api)
 
 
 # ------------------------------------------------------------------------------------------------------ errors

@@ -146,6 +146,9 @@ def test_names_pick_cores_and_errors():
     with pytest.raises(ValueError, match="to_haiku: Haiku's hk.GRU resets before its recurrent matmul; these params "
                                          "are a reset-after"):  # fmt: skip
         interop.to_haiku(gru, gru.init(jax.random.key(0), D, H))
+    lstm = jaxrnn.stack(jaxrnn.lstm)
+    with pytest.raises(ValueError, match=r"to_haiku: Haiku's hk.LSTM has no output projection"):
+        interop.to_haiku(lstm, lstm.init(jax.random.key(0), D, H, proj_size=2))
     bi = jaxrnn.stack(jaxrnn.lstm, bidirectional=True)
     with pytest.raises(ValueError, match="Haiku has no bidirectional core"):
         interop.to_haiku(bi, bi.init(jax.random.key(0), D, H))

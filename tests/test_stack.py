@@ -37,6 +37,26 @@ def test_two_layers_compose_and_carry_in():
 
 
 @pytest.mark.parametrize("merge", ["concat", "sum"])
+def test_projected_lstm_layers_read_the_projected_outputs(merge):
+    """With proj_size=P each layer outputs P features per direction: layer k > 0 reads 2P (concat) or P."""
+    layer = jaxrnn.stack(jaxrnn.lstm, 2, bidirectional=True, merge=merge)
+    params = layer.init(jax.random.key(0), 4, 5, proj_size=2)
+    width = 4 if merge == "concat" else 2
+    assert params[1].forward.w_x.shape == (width, 20) and params[1].backward.w_h.shape == (2, 20)
+    finals, ys = layer.apply(params, XS, lengths=LENGTHS)
+    assert ys.shape == (3, 6, width)
+    assert finals[1].forward.h.shape == (3, 2) and finals[1].forward.c.shape == (3, 5)
+    f0, y0 = jaxrnn.rnn(jaxrnn.lstm, params[0].forward, XS, lengths=LENGTHS)
+    b0, z0 = jaxrnn.rnn(jaxrnn.lstm, params[0].backward, XS, lengths=LENGTHS, reverse=True)
+    assert_trees_close(finals[0], jaxrnn.Bidirectional(f0, b0))
+    mid = jnp.concatenate([y0, z0], axis=-1) if merge == "concat" else y0 + z0
+    f1, y1 = jaxrnn.rnn(jaxrnn.lstm, params[1].forward, mid, lengths=LENGTHS)
+    b1, z1 = jaxrnn.rnn(jaxrnn.lstm, params[1].backward, mid, lengths=LENGTHS, reverse=True)
+    assert_trees_close(finals[1], jaxrnn.Bidirectional(f1, b1))
+    assert_trees_close(ys, jnp.concatenate([y1, z1], axis=-1) if merge == "concat" else y1 + z1)
+
+
+@pytest.mark.parametrize("merge", ["concat", "sum"])
 def test_bidirectional_with_lengths(merge):
     layer = jaxrnn.stack(jaxrnn.gru, 2, bidirectional=True, merge=merge)
     params = layer.init(jax.random.key(1), 4, 5)
