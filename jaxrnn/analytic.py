@@ -365,7 +365,8 @@ def gru_step_vjp(params: GRUParams, carry: jax.Array, x: jax.Array, residuals: G
 
 def _extra_input(params, residuals):
     """The input of a recurrent weight other than ``h`` (stacked like ``residuals``): the reset-before GRU's
-    ``r ⊙ h`` (``W_h``'s n block), the projected LSTM's ``m = o ⊙ tanh(c')`` (``W_hr``); None for every other cell."""
+    ``r ⊙ h`` (``W_h``'s n block), the projected LSTM's ``m = o ⊙ tanh(c')`` (``W_hr``); None for every other
+    cell."""
     if isinstance(params, GRUParams) and not params.reset_after:
         return residuals.hn
     if isinstance(params, LSTMPParams):

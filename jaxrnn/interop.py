@@ -191,8 +191,8 @@ def _layer_info(layer, params, caller: str) -> tuple[str, str, int, int, list]:
         _check_gru_form([p for directions in entries for p in directions], caller)
     if proj is not None and caller != "to_torch":
         raise ValueError(
-            f"{caller}: {_LSTM_PEER.get(caller, 'the peer')} has no output projection; these params are an LSTM with projections (LSTMPParams, "
-            f"proj_size={proj}), which only PyTorch's nn.LSTM(proj_size=...) computes"
+            f"{caller}: {_LSTM_PEER.get(caller, 'the peer')} has no output projection; these params are an LSTM "
+            f"with projections (LSTMPParams, proj_size={proj}), which only PyTorch's nn.LSTM(proj_size=...) computes"
         )
     return kind, activation or "tanh", input_size, hidden, entries
 

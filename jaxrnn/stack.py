@@ -134,9 +134,9 @@ def stack(
       ``Layer``: ``layer.init(key, input_size, hidden_size, *, dtype=None, **cell_options)`` and
       ``layer.apply(params, xs, carry=None, *, lengths=None, mask=None, resets=None, time_major=False, key=None,
       train=False) -> (final_carry, ys)``, ``ys [*batch, T, H or 2H]`` (``P`` for the LSTM with projections,
-      ``layer.init(..., proj_size=P)``; each layer above the first reads what the one below outputs). ``lengths``, ``mask`` (steps to run,
-      ``[*batch, T]`` booleans) and ``resets`` (segment starts, ``[*batch, T]`` booleans) act as in
-      :func:`~jaxrnn.rnn` in every layer and direction.
+      ``layer.init(..., proj_size=P)``; each layer above the first reads what the one below outputs).
+      ``lengths``, ``mask`` (steps to run, ``[*batch, T]`` booleans) and ``resets`` (segment starts, ``[*batch,
+      T]`` booleans) act as in :func:`~jaxrnn.rnn` in every layer and direction.
     """
     if not isinstance(cell, Cell):
         raise TypeError(f"cell must be a jaxrnn.Cell, got {type(cell).__name__}")

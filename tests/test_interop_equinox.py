@@ -133,8 +133,8 @@ def test_errors_name_what_came():
                                          r"reset-before \(b_hn=None\) GRU"):  # fmt: skip
         interop.to_equinox(gru, gru.init(key, D, H, reset_after=False))
     lstm = jaxrnn.stack(jaxrnn.lstm)
-    with pytest.raises(ValueError, match=r"to_equinox: Equinox's LSTMCell has no output projection; these params are an "
-                                         r"LSTM with projections \(LSTMPParams, proj_size=2\)"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"to_equinox: Equinox's LSTMCell has no output projection; these params "
+                                         r"are an LSTM with projections \(LSTMPParams, proj_size=2\)"):  # fmt: skip
         interop.to_equinox(lstm, lstm.init(key, D, H, proj_size=2))
     dropped = jaxrnn.stack(jaxrnn.lstm, recurrent_dropout=0.5)
     with pytest.raises(ValueError, match=r"recurrent_dropout=0.5 has no Equinox counterpart"):
