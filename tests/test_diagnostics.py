@@ -276,13 +276,12 @@ jax.config.update("jax_enable_x64", True)
 import jaxrnn
 from jaxrnn import diagnostics
 flow = diagnostics.gradient_flow  # not under one jit, where the miscompile did not show
-for options in ({}, {"proj_size": 3}):  # a batch of 4 (one AVX2 vector of float64) showed it, 2 and 3 did not
-    cell, params = jaxrnn.lstm, jaxrnn.lstm.init(jax.random.key(0), 3, 5, **options)
-    xs = jax.random.normal(jax.random.key(1), (4, 7, 3))
-    one_by_one = np.mean([flow(cell, params, x).dhT_dh for x in xs], axis=0)
-    for method in ("autodiff", "analytic"):
-        got = flow(cell, params, xs, method=method).dhT_dh
-        np.testing.assert_allclose(got, one_by_one, rtol=1e-10, err_msg=f"{cell.name} {options} {method}")
+cell, params = jaxrnn.lstm, jaxrnn.lstm.init(jax.random.key(0), 3, 5)
+xs = jax.random.normal(jax.random.key(1), (4, 7, 3))  # a batch of 4 (one AVX2 vector of float64) showed it; 2, 3 not
+one_by_one = np.mean([flow(cell, params, x).dhT_dh for x in xs], axis=0)
+for method in ("autodiff", "analytic"):
+    got = flow(cell, params, xs, method=method).dhT_dh
+    np.testing.assert_allclose(got, one_by_one, rtol=1e-10, err_msg=method)
 print("ok")
 """
 
