@@ -359,8 +359,8 @@ def gru_step_vjp(params: GRUParams, carry: jax.Array, x: jax.Array, residuals: G
     Returns ``(GRUParams of gradients, dh_prev [*batch, H], dx [*batch, D])``.
     """
     da, du, dcarry_prev = _gru_delta(params, carry, residuals, dcarry, dh)
-    hs_n = _extra_input(params, residuals)
-    return _assemble(params, x, _hidden(carry), da, du, hs_n), dcarry_prev, da @ params.w_x.T
+    extra = _extra_input(params, residuals)
+    return _assemble(params, x, _hidden(carry), da, du, extra), dcarry_prev, da @ params.w_x.T
 
 
 def _extra_input(params, residuals):
@@ -379,20 +379,20 @@ def _hidden(carry):
     return carry.h if isinstance(carry, LSTMState) else carry
 
 
-def _assemble(params, xs, hs, da, du, hs_n=None):
+def _assemble(params, xs, hs, da, du, extra=None):
     """Parameter gradients from the deltas, every leading (time and batch) dim contracted in one matmul each.
-    ``hs_n``: what multiplies ``W_h``'s n block where that is not ``hs``, or the projected LSTM's ``W_hr`` (see
+    ``extra``: what multiplies ``W_h``'s n block where that is not ``hs``, or the projected LSTM's ``W_hr`` (see
     ``_extra_input``; ``du`` is then the projected output's cotangent)."""
     dtype = params.w_x.dtype
     d_wx, d_b = _contract(xs, da, dtype), _sum_lead(da, dtype)
     if isinstance(params, LSTMPParams):
-        return LSTMPParams(w_x=d_wx, w_h=_contract(hs, da, dtype), b=d_b, w_hr=_contract(hs_n, du, dtype))
-    if hs_n is None:
+        return LSTMPParams(w_x=d_wx, w_h=_contract(hs, da, dtype), b=d_b, w_hr=_contract(extra, du, dtype))
+    if extra is None:
         d_wh = _contract(hs, du, dtype)
     else:
-        split = du.shape[-1] - hs_n.shape[-1]
+        split = du.shape[-1] - extra.shape[-1]
         d_wh = jnp.concatenate(
-            [_contract(hs, du[..., :split], dtype), _contract(hs_n, du[..., split:], dtype)], axis=-1
+            [_contract(hs, du[..., :split], dtype), _contract(extra, du[..., split:], dtype)], axis=-1
         )
     if isinstance(params, ElmanParams):
         return ElmanParams(w_x=d_wx, w_h=d_wh, b=d_b, activation=params.activation)

@@ -161,8 +161,8 @@ def _backward(rule: StepRule, reverse, unroll, params, xs_tm, kept, lengths, dfi
     carries, residuals = kept if layout is None else _unpack(layout, kept)
     # Elman, LSTM and the reset-before GRU: du is da (the reset-after GRU's n gate differs, and the projected
     # LSTM's du is its output cotangent), so it is emitted once.
-    hs_n = _extra_input(params, residuals)
-    dparams = _assemble(params, xs_tm, _hidden(carries), da, da if du is None else du, hs_n)
+    extra = _extra_input(params, residuals)
+    dparams = _assemble(params, xs_tm, _hidden(carries), da, da if du is None else du, extra)
     dxs = jnp.matmul(da, params.w_x.T, preferred_element_type=_acc_dtype(params.w_h.dtype)).astype(xs_tm.dtype)
     return dparams, dxs, dcarry0
 

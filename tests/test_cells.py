@@ -91,7 +91,7 @@ def test_lstm_with_projections_step():
     np.testing.assert_allclose(state.h, out)
     zero = jaxrnn.lstm.initial_state(params, (5,))
     assert zero.h.shape == (5, 2) and zero.c.shape == (5, 4)
-    # the same key without proj_size gives the plain LSTM, drawn as before
+    # without proj_size the same key gives the plain LSTM, its w_x drawn from the same split
     plain = jaxrnn.lstm.init(jax.random.key(0), 3, 4)
     assert isinstance(plain, jaxrnn.LSTMParams) and np.array_equal(
         plain.w_x, jaxrnn.lstm.init(jax.random.key(0), 3, 4, proj_size=2).w_x

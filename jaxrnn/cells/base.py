@@ -30,6 +30,7 @@ __all__ = [
     "init_dtype",
     "fused_input_init",
     "fused_recurrent_init",
+    "check_float_leaves",
     "check_fused_params",
 ]
 
@@ -122,7 +123,12 @@ def check_fused_params(params, cls: type, gates: int, cell_name: str, extra: dic
         got = np.shape(getattr(params, field))
         if got != (hidden,):
             raise ValueError(f"{cls.__name__}.{field} must have shape [{hidden}], got {shape_str(got)}")
+    check_float_leaves(params)
+    return w_x[0], hidden
+
+
+def check_float_leaves(params) -> None:
+    """Raise ``TypeError`` unless every array leaf of the params NamedTuple is floating point."""
     dtypes = {jnp.dtype(leaf.dtype) for leaf in jax.tree_util.tree_leaves(params)}
     if any(not jnp.issubdtype(d, jnp.floating) for d in dtypes):
-        raise TypeError(f"{cls.__name__} leaves must be floating point, got dtypes {sorted(map(str, dtypes))}")
-    return w_x[0], hidden
+        raise TypeError(f"{type(params).__name__} leaves must be floating point, got dtypes {sorted(map(str, dtypes))}")

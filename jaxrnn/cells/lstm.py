@@ -26,6 +26,7 @@ from jaxrnn._checks import shape_str
 from jaxrnn.cells.base import (
     Cell,
     add_bias,
+    check_float_leaves,
     check_fused_params,
     default_dtype,
     fused_input_init,
@@ -131,9 +132,7 @@ def sizes(params) -> tuple[int, int]:
             )
     if len(w_x) != 2 or w_x[1] != 4 * hidden:
         raise ValueError(f"LSTMPParams.w_x must have shape [D, {4 * hidden}] for H={hidden}, got {shape_str(w_x)}")
-    dtypes = {jnp.dtype(leaf.dtype) for leaf in params}
-    if any(not jnp.issubdtype(d, jnp.floating) for d in dtypes):
-        raise TypeError(f"LSTMPParams leaves must be floating point, got dtypes {sorted(map(str, dtypes))}")
+    check_float_leaves(params)
     return w_x[0], hidden
 
 
