@@ -61,8 +61,8 @@ def rel_err(a, b):
     return max(errs)
 
 
-PADDINGS = [(None, False), ("lengths", False), ("lengths", True), ("mask", False), ("mask", True), ("resets", False),
-            ("resets", True)]  # fmt: skip
+# Each kind of padding, and both directions; CI time keeps the cross product out.
+PADDINGS = [(None, False), ("lengths", True), ("mask", False), ("resets", True)]
 
 
 @pytest.mark.parametrize(
@@ -105,7 +105,7 @@ def test_bptt_time_major_and_no_batch(name):
 
 @pytest.mark.parametrize(
     ("name", "with_lengths"),
-    [(name, with_lengths) for name in CORE for with_lengths in (False, True)] + [("lstm_proj", True)],
+    [(name, True) for name in CELLS] + [("elman_tanh", False)],
 )
 def test_finite_differences(name, with_lengths):
     """Both autodiff (jvp and vjp) and the hand-derived bptt agree with central finite differences."""
