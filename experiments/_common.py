@@ -117,8 +117,9 @@ class Context:
         return self.config.get(key, default)
 
     def jit(self, fn, **kwargs):
-        """``jax.jit(fn)``; in quick mode compiled with XLA's backend optimisation level 0, which halves the compile
-        time that dominates a quick run (the numbers are the same; the compiled code runs a little slower)."""
+        """``jax.jit(fn)``; in quick mode compiled with XLA's backend optimisation level 0 and the elemental fusion
+        emitters, which cut the compile time that dominates a quick run to about a third (the compiled code runs a
+        little slower)."""
         import jax
 
         if self.compiler_options is not None:
@@ -127,8 +128,8 @@ class Context:
 
     @property
     def compiler_options(self) -> dict | None:
-        """XLA options for quick runs (backend optimisation level 0), None for full runs."""
-        return {"xla_backend_optimization_level": 0} if self.quick else None
+        """XLA options for quick runs (backend optimisation level 0, elemental fusion emitters), None for full runs."""
+        return {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False} if self.quick else None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._start

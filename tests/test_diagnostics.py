@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TEST_XLA_FLAGS
 
 import jaxrnn
 from jaxrnn import diagnostics
@@ -267,7 +268,7 @@ def test_state_jacobian_and_lyapunov_errors():
         diagnostics.state_jacobians(matrix_cell, jnp.zeros((3, 4)), xs)
 
 
-# Run at XLA's default optimisation, which conftest.py turns off for the other tests: there jaxlib 0.10.2's CPU
+# Run at XLA's default options, which conftest.py changes for the other tests (TEST_XLA_FLAGS): there jaxlib 0.10.2's CPU
 # compiler miscomputed a vmapped VJP of the LSTM and GRU scans in float64 (dhT_dh wrong in the second digit), and
 # gradient_flow's Jacobian took that path.
 DEFAULT_OPTIMISATION_SCRIPT = """
@@ -288,7 +289,7 @@ print("ok")
 
 def test_gradient_flow_of_a_batch_at_default_xla_optimisation():
     env = dict(os.environ)
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_backend_optimization_level=0", "").strip()
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if f not in TEST_XLA_FLAGS)
     result = subprocess.run(
         [sys.executable, "-c", DEFAULT_OPTIMISATION_SCRIPT], env=env, capture_output=True, text=True, timeout=300
     )
