@@ -13,7 +13,8 @@ Prints the minimum and median ms per call and the ratio of medians to the first 
 
 The default variants are the options of jaxlib 0.10's CPU compiler that could plausibly speed up a small-matmul
 recurrence: the YNNPACK fusions (on for dots by default; off, or extended to element-wise ops), oneDNN and XNNPACK,
-fast math, 512-bit vectors, flush-to-zero, single-threaded Eigen, and the concurrency-optimised scheduler. An
+fast math, 512-bit vectors, flush-to-zero, single-threaded Eigen, the concurrency-optimised scheduler, the elemental
+(pre-MLIR) fusion emitters, and the XNNPACK and oneDNN library fusions in place of YNNPACK's. An
 option name that this jaxlib does not know is reported and skipped.
 """
 
@@ -44,6 +45,21 @@ VARIANTS = {
     "ftz": {"xla_cpu_ftz": True},
     "eigen_1_thread": {"xla_cpu_multi_thread_eigen": False},
     "concurrency_scheduler": {"xla_cpu_enable_concurrency_optimized_scheduler": True},
+    "elemental_emitters": {"xla_cpu_use_fusion_emitters": False},
+    "ynn_individual_dot": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
+    "xnn_dot": {
+        "xla_cpu_experimental_ynn_fusion_type": "",
+        "xla_cpu_experimental_xnn_fusion_type": "LIBRARY_FUSION_TYPE_DOT",
+    },
+    "xnn_graph_greedy": {
+        "xla_cpu_experimental_ynn_fusion_type": "",
+        "xla_cpu_experimental_xnn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE",
+        "xla_cpu_experimental_xnn_graph_fusion_mode": "XNN_GRAPH_FUSION_MODE_GREEDY",
+    },
+    "onednn_dot": {
+        "xla_cpu_experimental_ynn_fusion_type": "",
+        "xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_DOT",
+    },
 }
 
 
