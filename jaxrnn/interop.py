@@ -215,10 +215,17 @@ def _check_gru_form(params: list, caller: str) -> None:
 
 
 def _dtype_of(entries) -> np.dtype:
-    dtypes = {np.dtype(leaf.dtype) for directions in entries for p in directions for leaf in p[:3]}
-    if len(dtypes) != 1:
-        raise TypeError(f"params must share one dtype, got {sorted(map(str, dtypes))}")
-    return dtypes.pop()
+    """The one dtype of every array field of every layer's params (``w_hr`` and ``b_hn`` included)."""
+    fields: dict[str, set[str]] = {}
+    for directions in entries:
+        for p in directions:
+            for name, leaf in zip(p._fields, p):
+                if hasattr(leaf, "dtype"):
+                    fields.setdefault(str(np.dtype(leaf.dtype)), set()).add(name)
+    if len(fields) != 1:
+        shown = ", ".join(f"{dtype} ({', '.join(sorted(names))})" for dtype, names in sorted(fields.items()))
+        raise TypeError(f"params must share one dtype, got {shown}")
+    return np.dtype(next(iter(fields)))
 
 
 # ----------------------------------------------------------------------------------------------------------- PyTorch

@@ -287,6 +287,10 @@ def test_torch_cells_stepped_in_a_loop(kind):
                         params, 0, "from the state_dict")  # fmt: skip
 
 
+def _is_cell(node) -> bool:
+    return isinstance(node, jaxrnn.cells.gru.GRUParams | jaxrnn.LSTMPParams)
+
+
 def test_torch_errors():
     with pytest.raises(ValueError, match=r"mixes a cell's keys \(weight_ih, ...\) with a layer's"):
         interop.from_torch({**torch.nn.LSTMCell(D, H).state_dict(), **torch.nn.LSTM(D, H).state_dict()})
@@ -295,6 +299,16 @@ def test_torch_errors():
     with pytest.raises(ValueError, match=r"to_torch\(cell=True\): a torch cell is one layer in one direction"):
         layer = jaxrnn.stack(jaxrnn.gru, 2)
         interop.to_torch(layer, layer.init(jax.random.key(0), D, H), cell=True)
+    # every array field counts, the GRU's b_hn and the projection w_hr too (they used to be cast silently)
+    gru_layer, lstm_layer = jaxrnn.stack(jaxrnn.gru), jaxrnn.stack(jaxrnn.lstm)
+    gru_params = gru_layer.init(jax.random.key(0), D, H)
+    gru_params = jax.tree.map(lambda p: p._replace(b_hn=p.b_hn.astype(jnp.float16)), gru_params, is_leaf=_is_cell)
+    with pytest.raises(TypeError, match=r"params must share one dtype, got float16 \(b_hn\), float32 \(b, w_h, w_x\)"):
+        interop.to_torch(gru_layer, gru_params)
+    lstmp = lstm_layer.init(jax.random.key(0), D, H, proj_size=2)
+    lstmp = jax.tree.map(lambda p: p._replace(w_hr=p.w_hr.astype(jnp.bfloat16)), lstmp, is_leaf=_is_cell)
+    with pytest.raises(TypeError, match=r"got bfloat16 \(w_hr\), float32 \(b, w_h, w_x\)"):
+        interop.to_torch(lstm_layer, lstmp)
     # projections: the state dict's shapes must fit together; a torch cell has none; one proj_size per stack
     proj = torch.nn.LSTM(D, H, num_layers=2, proj_size=2).state_dict()
     with pytest.raises(
