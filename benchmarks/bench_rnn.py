@@ -31,6 +31,7 @@ CONFIGS = {
     "medium": dict(cell="lstm", B=32, T=100, D=32, H=128),
     "large": dict(cell="lstm", B=64, T=200, D=64, H=512),
     "gru_medium": dict(cell="gru", B=32, T=100, D=32, H=128),
+    "gru_large": dict(cell="gru", B=64, T=200, D=64, H=512),
     "long": dict(cell="lstm", B=8, T=10000, D=32, H=256),
 }
 DEFAULT_PEERS = [

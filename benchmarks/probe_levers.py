@@ -55,7 +55,7 @@ LSTM_VARIANTS = [
     "unroll16",
     "halves",
 ]
-GRU_VARIANTS = ["current", "autodiff", "hoist", "fastpath", "unroll4", "unroll16", "halves"]
+GRU_VARIANTS = ["current", "autodiff", "hoist", "feature_major", "fastpath", "unroll4", "unroll16", "halves"]
 
 
 # --------------------------------------------------------------------------------------------------- variants
@@ -221,6 +221,31 @@ def gru_hoist(p, xs):
     return jnp.swapaxes(ys, 0, 1)
 
 
+def gru_feature_major(p, xs):
+    """The reset-after GRU with its state kept ``[H, B]`` inside the scan (gate matmuls ``[3H, D] @ [D, B]`` and
+    ``[3H, H] @ [H, B]`` per step, as the row-major cell does); autodiff backward. The A/B for a feature-major GRU
+    like ``jaxrnn.feature_major``."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    B, H = xs.shape[0], p.w_h.shape[0]
+    xs_fm = jnp.transpose(xs, (1, 2, 0))  # [T, D, B]
+    w_xT, w_hT, b, b_hn = p.w_x.T, p.w_h.T, p.b[:, None], p.b_hn[:, None]
+
+    def step(h, x_t):
+        a_r, a_z, a_n = jnp.split(w_xT @ x_t + b, 3, axis=0)
+        u_r, u_z, u_n = jnp.split(w_hT @ h, 3, axis=0)
+        r = jax.nn.sigmoid(a_r + u_r)
+        z = jax.nn.sigmoid(a_z + u_z)
+        n = jnp.tanh(a_n + r * (u_n + b_hn))
+        h = (1.0 - z) * n + z * h
+        return h, h
+
+    _, ys = lax.scan(step, jnp.zeros((H, B), xs.dtype), xs_fm)
+    return jnp.transpose(ys, (2, 0, 1))
+
+
 def make_variant(name, cfg):
     import jaxrnn
 
@@ -245,7 +270,7 @@ def make_variant(name, cfg):
         if name.startswith("analytic"):
             return _make_lstm_analytic(hoist=name == "analytic_hoist")
         return {"concat": lstm_concat, "hoist": lstm_hoist, "hoist_split": lstm_hoist_split}.get(name)
-    return {"hoist": gru_hoist}.get(name)
+    return {"hoist": gru_hoist, "feature_major": gru_feature_major}.get(name)
 
 
 # ------------------------------------------------------------------------------------------------------ runner

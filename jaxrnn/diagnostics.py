@@ -105,7 +105,7 @@ def gradient_flow(
     Args:
       method: ``"autodiff"`` (``jax.vjp`` of the scan, any cell) or ``"analytic"`` (the hand-derived BPTT of
         :func:`jaxrnn.analytic.bptt`, built-in cells only). ``∂L/∂h_{T-1}`` is ``jax.grad(loss_fn)`` either way.
-        The Jacobian takes ``H`` backward passes (vmapped).
+        The Jacobian takes ``H`` backward passes, one after another (``lax.map``).
 
     Returns:
       ``GradientFlow(dloss_dh [T], dhT_dh [T])``.
