@@ -55,7 +55,18 @@ LSTM_VARIANTS = [
     "unroll16",
     "halves",
 ]
-GRU_VARIANTS = ["current", "autodiff", "hoist", "feature_major", "fastpath", "unroll4", "unroll16", "halves"]
+GRU_VARIANTS = [
+    "current",
+    "autodiff",
+    "hoist",
+    "concat",
+    "split",
+    "feature_major",
+    "fastpath",
+    "unroll4",
+    "unroll16",
+    "halves",
+]
 
 
 # --------------------------------------------------------------------------------------------------- variants
@@ -221,6 +232,53 @@ def gru_hoist(p, xs):
     return jnp.swapaxes(ys, 0, 1)
 
 
+def gru_concat(p, xs):
+    """The reset-after GRU with one matmul per step on ``[x, h]``: ``[B, D+H] @ [D+H, 4H]`` whose columns are
+    ``r, z`` (input and recurrent parts summed by the matmul), ``x W_xn`` and ``h W_hn`` (zero blocks elsewhere, a
+    third more FLOPs than the two matmuls of the cell); autodiff backward."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    B, D, H = xs.shape[0], xs.shape[-1], p.w_h.shape[0]
+    top = jnp.concatenate([p.w_x, jnp.zeros((D, H), p.w_x.dtype)], axis=1)  # [D, 4H]: r z n_x 0
+    bottom = jnp.concatenate([p.w_h[:, : 2 * H], jnp.zeros((H, H), p.w_h.dtype), p.w_h[:, 2 * H :]], axis=1)
+    w = jnp.concatenate([top, bottom], axis=0)
+    b = jnp.concatenate([p.b, p.b_hn])
+
+    def step(h, x_t):
+        s = jnp.concatenate([x_t, h], axis=-1) @ w + b
+        a_rz, a_n, u_n = s[:, : 2 * H], s[:, 2 * H : 3 * H], s[:, 3 * H :]
+        r, z = jnp.split(jax.nn.sigmoid(a_rz), 2, axis=-1)
+        n = jnp.tanh(a_n + r * u_n)
+        h = (1.0 - z) * n + z * h
+        return h, h
+
+    _, ys = lax.scan(step, jnp.zeros((B, H), xs.dtype), jnp.swapaxes(xs, 0, 1))
+    return jnp.swapaxes(ys, 0, 1)
+
+
+def gru_split(p, xs):
+    """The reset-after GRU with one matmul per gate and side, as Flax's ``GRUCell`` computes it: ``x W_x{r,z,n}``
+    and ``h W_h{r,z,n}``, six ``[·, H]`` matmuls per step instead of two ``[·, 3H]`` ones; autodiff backward."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    B, H = xs.shape[0], p.w_h.shape[0]
+    w_x, w_h, b = jnp.split(p.w_x, 3, axis=1), jnp.split(p.w_h, 3, axis=1), jnp.split(p.b, 3)
+
+    def step(h, x_t):
+        r = jax.nn.sigmoid(x_t @ w_x[0] + b[0] + h @ w_h[0])
+        z = jax.nn.sigmoid(x_t @ w_x[1] + b[1] + h @ w_h[1])
+        n = jnp.tanh(x_t @ w_x[2] + b[2] + r * (h @ w_h[2] + p.b_hn))
+        h = (1.0 - z) * n + z * h
+        return h, h
+
+    _, ys = lax.scan(step, jnp.zeros((B, H), xs.dtype), jnp.swapaxes(xs, 0, 1))
+    return jnp.swapaxes(ys, 0, 1)
+
+
 def gru_feature_major(p, xs):
     """The reset-after GRU with its state kept ``[H, B]`` inside the scan (gate matmuls ``[3H, D] @ [D, B]`` and
     ``[3H, H] @ [H, B]`` per step, as the row-major cell does); autodiff backward. The A/B for a feature-major GRU
@@ -270,7 +328,7 @@ def make_variant(name, cfg):
         if name.startswith("analytic"):
             return _make_lstm_analytic(hoist=name == "analytic_hoist")
         return {"concat": lstm_concat, "hoist": lstm_hoist, "hoist_split": lstm_hoist_split}.get(name)
-    return {"hoist": gru_hoist, "feature_major": gru_feature_major}.get(name)
+    return {"hoist": gru_hoist, "concat": gru_concat, "split": gru_split, "feature_major": gru_feature_major}.get(name)
 
 
 # ------------------------------------------------------------------------------------------------------ runner

@@ -182,8 +182,9 @@ def mlp_backprop(params: MLPParams, x, y, *, loss: str = "squared_error", reduct
 # Each cell has a "delta" function (params, carry, residuals, dcarry, dh) -> (da, du, dcarry_prev): da is the
 # cotangent of the input-side pre-activations a = x W_x + b ([*batch, G*H]) and du that of the recurrent-side ones
 # u = h W_h ([*batch, G*H]); they differ only for the GRU's n gate. Then dW_x = xᵀ da, dW_h = hᵀ du, db = Σ da,
-# dx = da W_xᵀ. The fast path (jaxrnn.fastpath) uses the deltas directly, so that dW_x and dW_h become one matmul
-# each over all steps.
+# dx = da W_xᵀ. The reset-after GRU returns du's n block alone ([*batch, H]; its r and z blocks are da's), the
+# projected LSTM its output's cotangent (for dW_hr). The fast path (jaxrnn.fastpath) uses the deltas directly, so
+# that dW_x and dW_h become one matmul each over all steps.
 
 
 class ElmanResiduals(NamedTuple):
@@ -332,9 +333,11 @@ def _gru_delta(params: GRUParams, carry, res: GRUResiduals, dcarry, dh):
         da = jnp.concatenate([da_rz, dn_pre], axis=-1)
         return da, da, da_rz @ params.w_h[:, : 2 * hidden].T + ds * res.r + g * res.z
     da_r = dn_pre * res.hn * res.r * (1.0 - res.r)
+    dn_r = dn_pre * res.r
     da = jnp.concatenate([da_r, da_z, dn_pre], axis=-1)
-    du = jnp.concatenate([da_r, da_z, dn_pre * res.r], axis=-1)
-    return da, du, du @ params.w_h.T + g * res.z
+    # du = [dâ_r | dâ_z | dn̂ ⊙ r] shares its first 2H columns with da: only its n block is returned (and stacked
+    # over time by the fast path), which at B=64 T=200 H=512 saved 50 MiB of the training step's memory.
+    return da, dn_r, jnp.concatenate([da_r, da_z, dn_r], axis=-1) @ params.w_h.T + g * res.z
 
 
 def gru_step_vjp(params: GRUParams, carry: jax.Array, x: jax.Array, residuals: GRUResiduals, dcarry, dh):
@@ -387,6 +390,10 @@ def _assemble(params, xs, hs, da, du, extra=None):
     d_wx, d_b = _contract(xs, da, dtype), _sum_lead(da, dtype)
     if isinstance(params, LSTMPParams):
         return LSTMPParams(w_x=d_wx, w_h=_contract(hs, da, dtype), b=d_b, w_hr=_contract(extra, du, dtype))
+    if isinstance(params, GRUParams) and params.reset_after:  # du: the n block of [dâ_r | dâ_z | dn̂ ⊙ r] only
+        hidden = params.w_h.shape[0]
+        d_wh = jnp.concatenate([_contract(hs, da[..., : 2 * hidden], dtype), _contract(hs, du, dtype)], axis=-1)
+        return GRUParams(w_x=d_wx, w_h=d_wh, b=d_b, b_hn=_sum_lead(du, dtype))
     if extra is None:
         d_wh = _contract(hs, du, dtype)
     else:
@@ -398,9 +405,7 @@ def _assemble(params, xs, hs, da, du, extra=None):
         return ElmanParams(w_x=d_wx, w_h=d_wh, b=d_b, activation=params.activation)
     if isinstance(params, LSTMParams):
         return LSTMParams(w_x=d_wx, w_h=d_wh, b=d_b)
-    hidden = params.w_h.shape[0]
-    d_bhn = _sum_lead(du[..., 2 * hidden :], dtype) if params.reset_after else None
-    return GRUParams(w_x=d_wx, w_h=d_wh, b=d_b, b_hn=d_bhn)
+    return GRUParams(w_x=d_wx, w_h=d_wh, b=d_b, b_hn=None)
 
 
 class StepRule(NamedTuple):

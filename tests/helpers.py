@@ -47,9 +47,8 @@ def assert_trees_close(a, b, rtol=1e-6, atol=1e-6, err_msg=""):
         )
 
 
-def primitive_params(jaxpr, name) -> list:
-    """The params of every equation of primitive ``name`` in a closed jaxpr, nested ones (custom_vjp, jit, scan
-    bodies) included."""
+def primitive_eqns(jaxpr, name) -> list:
+    """Every equation of primitive ``name`` in a closed jaxpr, nested ones (custom_vjp, jit, scan bodies) included."""
     from jax.extend.core import jaxprs_in_params
 
     found = []
@@ -57,12 +56,17 @@ def primitive_params(jaxpr, name) -> list:
     def visit(jx):
         for eqn in jx.eqns:
             if eqn.primitive.name == name:
-                found.append(eqn.params)
+                found.append(eqn)
             for sub in jaxprs_in_params(eqn.params):
                 visit(sub)
 
     visit(jaxpr.jaxpr)
     return found
+
+
+def primitive_params(jaxpr, name) -> list:
+    """The params of every equation of primitive ``name`` in a closed jaxpr, nested ones included."""
+    return [eqn.params for eqn in primitive_eqns(jaxpr, name)]
 
 
 def scan_unrolls(jaxpr) -> list:
