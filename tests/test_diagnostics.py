@@ -268,9 +268,9 @@ def test_state_jacobian_and_lyapunov_errors():
         diagnostics.state_jacobians(matrix_cell, jnp.zeros((3, 4)), xs)
 
 
-# Run at XLA's default options, which conftest.py changes for the other tests (TEST_XLA_FLAGS): there jaxlib 0.10.2's CPU
-# compiler miscomputed a vmapped VJP of the LSTM and GRU scans in float64 (dhT_dh wrong in the second digit), and
-# gradient_flow's Jacobian took that path.
+# Run at XLA's default options, which conftest.py changes for the other tests (TEST_XLA_FLAGS): there jaxlib
+# 0.10.2's CPU compiler miscomputed a vmapped VJP of the LSTM and GRU scans in float64 (dhT_dh wrong in the second
+# digit), and gradient_flow's Jacobian took that path.
 DEFAULT_OPTIMISATION_SCRIPT = """
 import jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_enable_x64", True)

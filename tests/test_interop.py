@@ -287,7 +287,8 @@ def test_torch_cells_stepped_in_a_loop(kind):
                         params, 0, "from the state_dict")  # fmt: skip
 
 
-def _is_cell(node) -> bool:
+def _is_cell_params(node) -> bool:
+    """A leaf for jax.tree.map over a stack's params: one direction's GRU or projected-LSTM params."""
     return isinstance(node, jaxrnn.cells.gru.GRUParams | jaxrnn.LSTMPParams)
 
 
@@ -302,11 +303,13 @@ def test_torch_errors():
     # every array field counts, the GRU's b_hn and the projection w_hr too (they used to be cast silently)
     gru_layer, lstm_layer = jaxrnn.stack(jaxrnn.gru), jaxrnn.stack(jaxrnn.lstm)
     gru_params = gru_layer.init(jax.random.key(0), D, H)
-    gru_params = jax.tree.map(lambda p: p._replace(b_hn=p.b_hn.astype(jnp.float16)), gru_params, is_leaf=_is_cell)
+    gru_params = jax.tree.map(
+        lambda p: p._replace(b_hn=p.b_hn.astype(jnp.float16)), gru_params, is_leaf=_is_cell_params
+    )
     with pytest.raises(TypeError, match=r"params must share one dtype, got float16 \(b_hn\), float32 \(b, w_h, w_x\)"):
         interop.to_torch(gru_layer, gru_params)
     lstmp = lstm_layer.init(jax.random.key(0), D, H, proj_size=2)
-    lstmp = jax.tree.map(lambda p: p._replace(w_hr=p.w_hr.astype(jnp.bfloat16)), lstmp, is_leaf=_is_cell)
+    lstmp = jax.tree.map(lambda p: p._replace(w_hr=p.w_hr.astype(jnp.bfloat16)), lstmp, is_leaf=_is_cell_params)
     with pytest.raises(TypeError, match=r"got bfloat16 \(w_hr\), float32 \(b, w_h, w_x\)"):
         interop.to_torch(lstm_layer, lstmp)
     # projections: the state dict's shapes must fit together; a torch cell has none; one proj_size per stack
