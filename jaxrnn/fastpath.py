@@ -47,6 +47,7 @@ from jaxrnn.analytic import (
     _masked_vjp,
     cut_at_resets,
     forward_with_residuals,
+    transposed_recurrent_weights,
 )
 from jaxrnn.cells import gru as _gru
 from jaxrnn.cells import lstm as _lstm
@@ -148,11 +149,12 @@ def _backward(rule: StepRule, reverse, unroll, params, xs_tm, kept, lengths, dfi
     # kept is (carries, residuals), or one packed array whose layout follows from the carry's shapes
     layout = None if isinstance(kept, tuple) else _residual_layout(rule, params, dfinal, step_input(xs_tm))
     times = jnp.arange(xs_tm.shape[0])
+    weights_t = transposed_recurrent_weights(params)
 
     def body(dcarry, inputs):
         t, step_res, dy, mask_t, mark_t = inputs
         c, r = step_res if layout is None else _unpack(layout, step_res)
-        delta = cut_at_resets(partial(rule.delta, params, c, r), mark_t)
+        delta = cut_at_resets(partial(rule.delta, params, c, r, **weights_t), mark_t)
         valid = step_validity(t, lengths, mask_t)
         da, du, dcarry_prev = delta(dcarry, dy) if valid is None else _masked_vjp(delta, valid[..., None], dcarry, dy)
         return dcarry_prev, (da, None if du is da else du)

@@ -157,6 +157,21 @@ def test_backward_scan_stacks_one_gate_cotangent_per_step(name, widths):
     assert all(shape[:-1] == (T, *BATCH) for shape in backward[0])
 
 
+@pytest.mark.parametrize("name", ["elman_tanh", "lstm", "lstm_proj", "gru", "gru_reset_before"])
+def test_backward_scan_multiplies_by_recurrent_weights_transposed_once_before_it(name):
+    """``dh_prev = da W_hᵀ`` inside the reverse scan uses ``W_hᵀ`` (and ``W_hrᵀ``) made once before the loop,
+    behind an optimization barrier (a plain matmul per step on XLA CPU), not a transpose in every step."""
+    cell, params, xs, carry0 = make_case(name)
+    jaxpr = jax.make_jaxpr(jax.grad(make_loss(cell, "analytic", lengths=jnp.asarray(LENGTHS))))(params, xs, carry0)
+    (backward,) = [eqn for eqn in primitive_eqns(jaxpr, "scan") if eqn.params["reverse"]]
+    body = backward.params["jaxpr"]
+    assert primitive_eqns(body, "transpose") == []
+    assert any(eqn.params["dimension_numbers"][0][1] == (0,) for eqn in primitive_eqns(body, "dot_general"))
+    barriers = primitive_eqns(jaxpr, "optimization_barrier")
+    transposed = [params.w_h.T.shape] + ([params.w_hr.T.shape] if name == "lstm_proj" else [])
+    assert sorted(v.aval.shape for eqn in barriers for v in eqn.outvars) == sorted(transposed)
+
+
 @pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("name", ["gru"])
 def test_float64_analytic_matches_autodiff_exactly(name):
