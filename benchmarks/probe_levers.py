@@ -12,6 +12,8 @@ Variants (LSTM unless noted; each is a drop-in forward ``apply(params, xs [B,T,D
   forward-formulation levers below are all autodiff, so compare them with this row.
 - ``concat``: one matmul per step on ``[x, h] @ concat([w_x; w_h])``.
 - ``hoist``: the input projection ``xs @ w_x + b`` as one whole-sequence matmul before the scan; ``h @ w_h`` inside.
+- ``hoist_prefetch`` (LSTM, GRU): ``hoist``, with step t+1's slice of the projection read in step t and carried
+  over, so that no ``dynamic-slice`` is fused into the gate nonlinearities' fusions.
 - ``hoist_split``: hoisted, and the in-loop recurrent matmul split per gate (four ``[H, H]`` matmuls).
 - ``unroll2`` .. ``unroll16``: ``current`` with ``unroll=k``.
 - ``halves``: ``current`` on each half of the batch, two independent scans in one program, in case XLA CPU's
@@ -20,7 +22,11 @@ Variants (LSTM unless noted; each is a drop-in forward ``apply(params, xs [B,T,D
   weight gradients formed after the loop as one matmul each (``dW_h = H_prevᵀ dZ``, ``dW_x = Xᵀ dZ``).
 - ``fastpath``: ``jaxrnn.rnn(..., grad="analytic")`` (jaxrnn/fastpath.py) when the library has it; compare the
   analytic_* probes with this row.
-- GRU: ``current``, ``hoist``, ``unroll*``, ``fastpath``.
+- ``transpose_per_step`` (LSTM, GRU): ``current``, traced with the analytic backward's ``dh_prev = da W_hᵀ`` taking
+  ``params.w_h.T`` inside the loop, as before 2026-12-07, which XLA folds into a transposed-operand matmul, instead
+  of ``W_hᵀ`` made once before the loop (``jaxrnn.analytic.transposed_recurrent_weights``).
+- GRU: ``current``, ``autodiff``, ``hoist``, ``hoist_prefetch``, ``concat``, ``split``, ``feature_major``, ``fastpath``,
+  ``unroll*``, ``halves``, ``transpose_per_step``.
 
 Every variant is timed forward-only and as the full training step (MSE loss, optax Adam), samples interleaved across
 variants round-robin; medians in sequence-steps/s. Results: benchmarks/results/probe_levers_<tag>.{json,md}.
@@ -29,7 +35,9 @@ variants round-robin; medians in sequence-steps/s. Results: benchmarks/results/p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
+import functools
 import json
 import os
 import statistics
@@ -45,6 +53,7 @@ LSTM_VARIANTS = [
     "autodiff",
     "concat",
     "hoist",
+    "hoist_prefetch",
     "hoist_split",
     "fastpath",
     "analytic_hoist",
@@ -54,11 +63,13 @@ LSTM_VARIANTS = [
     "unroll8",
     "unroll16",
     "halves",
+    "transpose_per_step",
 ]
 GRU_VARIANTS = [
     "current",
     "autodiff",
     "hoist",
+    "hoist_prefetch",
     "concat",
     "split",
     "feature_major",
@@ -66,6 +77,7 @@ GRU_VARIANTS = [
     "unroll4",
     "unroll16",
     "halves",
+    "transpose_per_step",
 ]
 
 
@@ -97,7 +109,26 @@ def lstm_concat(p, xs):
     return jnp.swapaxes(ys, 0, 1)
 
 
-def lstm_hoist(p, xs):
+def _scan_prefetched(step, carry, xs):
+    """``lax.scan(step, carry, xs)`` that reads step t+1's slice of ``xs`` in step t and hands it over in the carry,
+    so the step's element-wise fusions read a buffer of their own instead of a ``dynamic-slice`` of ``xs`` fused into
+    them (which XLA CPU ran several times slower with the gate nonlinearities, benchmarks/README.md)."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    last = xs.shape[0] - 1
+
+    def body(state, t):
+        carry, x_t = state
+        x_next = lax.dynamic_index_in_dim(xs, jnp.minimum(t + 1, last), keepdims=False)
+        carry, y = step(carry, x_t)
+        return (carry, x_next), y
+
+    (carry, _), ys = lax.scan(body, (carry, xs[0]), jnp.arange(xs.shape[0]))
+    return carry, ys
+
+
+def lstm_hoist(p, xs, prefetch=False):
     import jax.numpy as jnp
     from jax import lax
 
@@ -112,7 +143,7 @@ def lstm_hoist(p, xs):
         return (h, c), h
 
     zeros = jnp.zeros((B, H), xs.dtype)
-    _, ys = lax.scan(step, (zeros, zeros), xw)
+    _, ys = (_scan_prefetched if prefetch else lax.scan)(step, (zeros, zeros), xw)
     return jnp.swapaxes(ys, 0, 1)
 
 
@@ -211,7 +242,7 @@ def _make_lstm_analytic(hoist=True):
     return apply
 
 
-def gru_hoist(p, xs):
+def gru_hoist(p, xs, prefetch=False):
     import jax
     import jax.numpy as jnp
     from jax import lax
@@ -228,7 +259,7 @@ def gru_hoist(p, xs):
         h = (1.0 - z) * n + z * h
         return h, h
 
-    _, ys = lax.scan(step, jnp.zeros((B, H), xs.dtype), a)
+    _, ys = (_scan_prefetched if prefetch else lax.scan)(step, jnp.zeros((B, H), xs.dtype), a)
     return jnp.swapaxes(ys, 0, 1)
 
 
@@ -304,11 +335,33 @@ def gru_feature_major(p, xs):
     return jnp.transpose(ys, (2, 0, 1))
 
 
+@contextlib.contextmanager
+def variant_context(name):
+    """What a variant needs in force while it is traced and compiled: ``transpose_per_step`` swaps the fast path's
+    pre-transposed weights for none (the deltas then transpose ``W_h`` in the loop). JAX's caches are cleared on the
+    way in and out, so that no trace is shared with another variant."""
+    if name != "transpose_per_step":
+        yield
+        return
+    import jax
+
+    from jaxrnn import fastpath
+
+    saved = fastpath.transposed_recurrent_weights
+    fastpath.transposed_recurrent_weights = lambda params: {}
+    jax.clear_caches()
+    try:
+        yield
+    finally:
+        fastpath.transposed_recurrent_weights = saved
+        jax.clear_caches()
+
+
 def make_variant(name, cfg):
     import jaxrnn
 
     cell = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru}[cfg["cell"]]
-    if name == "current":
+    if name in ("current", "transpose_per_step"):
         return lambda p, xs: jaxrnn.rnn(cell, p, xs)[1]
     if name == "halves":
         import jax.numpy as jnp
@@ -327,8 +380,20 @@ def make_variant(name, cfg):
     if cfg["cell"] == "lstm":
         if name.startswith("analytic"):
             return _make_lstm_analytic(hoist=name == "analytic_hoist")
-        return {"concat": lstm_concat, "hoist": lstm_hoist, "hoist_split": lstm_hoist_split}.get(name)
-    return {"hoist": gru_hoist, "concat": gru_concat, "split": gru_split, "feature_major": gru_feature_major}.get(name)
+        hoist_prefetch = functools.partial(lstm_hoist, prefetch=True)
+        return {
+            "concat": lstm_concat,
+            "hoist": lstm_hoist,
+            "hoist_prefetch": hoist_prefetch,
+            "hoist_split": lstm_hoist_split,
+        }.get(name)
+    return {
+        "hoist": gru_hoist,
+        "hoist_prefetch": functools.partial(gru_hoist, prefetch=True),
+        "concat": gru_concat,
+        "split": gru_split,
+        "feature_major": gru_feature_major,
+    }.get(name)
 
 
 # ------------------------------------------------------------------------------------------------------ runner
@@ -359,37 +424,38 @@ def run_config(config, variants, repeats, min_time, sharded=False):
         if apply is None:
             out["variants"][name] = {"skipped": "not available for this cell / library"}
             continue
-        # equivalence check against the current code
-        loss, grad = jax.jit(jax.value_and_grad(loss_of(apply)))(params0, xs, target)
-        err = max(
-            float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-30))
-            for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad))
-        )
-        rec = {"loss_rel_err": abs(float(loss - ref_loss)) / abs(float(ref_loss)), "grad_rel_err": err}
+        with variant_context(name):  # trace and compile under the variant's settings
+            # equivalence check against the current code
+            loss, grad = jax.jit(jax.value_and_grad(loss_of(apply)))(params0, xs, target)
+            err = max(
+                float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-30))
+                for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad))
+            )
+            rec = {"loss_rel_err": abs(float(loss - ref_loss)) / abs(float(ref_loss)), "grad_rel_err": err}
 
-        lf = loss_of(apply)
+            lf = loss_of(apply)
 
-        def train(p, s, x, t, lf=lf):
-            loss, g = jax.value_and_grad(lf)(p, x, t)
-            u, s = opt.update(g, s, p)
-            return optax.apply_updates(p, u), s, loss
+            def train(p, s, x, t, lf=lf):
+                loss, g = jax.value_and_grad(lf)(p, x, t)
+                u, s = opt.update(g, s, p)
+                return optax.apply_updates(p, u), s, loss
 
-        p = jax.tree.map(jnp.array, params0)
-        s = opt.init(p)
-        x_, t_ = xs, target
-        if sharded:
-            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+            p = jax.tree.map(jnp.array, params0)
+            s = opt.init(p)
+            x_, t_ = xs, target
+            if sharded:
+                from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-            mesh = Mesh(jax.devices(), ("b",))
-            rep, bat = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("b"))
-            p, s = jax.device_put(p, rep), jax.device_put(s, rep)
-            x_, t_ = jax.device_put(xs, bat), jax.device_put(target, bat)
-        t0 = time.perf_counter()
-        fc = jax.jit(apply).lower(jax.tree.map(jnp.copy, p), x_).compile()
-        rec["compile_fwd_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        tc = jax.jit(train, donate_argnums=(0, 1)).lower(p, s, x_, t_).compile()
-        rec["compile_train_s"] = time.perf_counter() - t0
+                mesh = Mesh(jax.devices(), ("b",))
+                rep, bat = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("b"))
+                p, s = jax.device_put(p, rep), jax.device_put(s, rep)
+                x_, t_ = jax.device_put(xs, bat), jax.device_put(target, bat)
+            t0 = time.perf_counter()
+            fc = jax.jit(apply).lower(jax.tree.map(jnp.copy, p), x_).compile()
+            rec["compile_fwd_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            tc = jax.jit(train, donate_argnums=(0, 1)).lower(p, s, x_, t_).compile()
+            rec["compile_train_s"] = time.perf_counter() - t0
         m = tc.memory_analysis()
         rec["xla_train_peak_mib"] = (
             m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes

@@ -231,8 +231,8 @@ def transposed_recurrent_weights(params) -> dict[str, jax.Array]:
     """The weights of a step's backward matmuls, transposed once, as the deltas' keyword arguments: ``w_h_t =
     W_hᵀ`` (``[G*H, H]``), and ``w_hr_t = W_hrᵀ`` for the LSTM with projections. Each sits behind an optimization
     barrier, which keeps XLA from folding the transpose back into every step's matmul: on XLA CPU, ``da @ W_hᵀ``
-    with ``W_hᵀ`` laid out row-major ran the medium LSTM's and GRU's training steps 3–5% faster, the reset-before
-    GRU's 14%, than the transposed-operand form (``benchmarks/README.md``)."""
+    with ``W_hᵀ`` laid out row-major ran the medium LSTM's and GRU's training steps 3–6% faster than the
+    transposed-operand form (``benchmarks/README.md``, "The backward's W_hᵀ")."""
     weights = {"w_h_t": params.w_h.T}
     if isinstance(params, LSTMPParams):
         weights["w_hr_t"] = params.w_hr.T
