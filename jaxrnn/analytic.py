@@ -279,7 +279,8 @@ def _lstm_delta(
 ):
     """``(da, du, dcarry_prev)`` of one step; ``axis`` is the feature axis (0: feature-major ``[4H, batch]``).
     ``du`` is ``da``, except with projections, where it is the cotangent of the projected output ``h'``
-    (``[*batch, P]``), the one ``dW_hr`` needs."""
+    (``[*batch, P]``), the one ``dW_hr`` needs. ``w_h_t``, ``w_hr_t``: ``W_hᵀ`` and ``W_hrᵀ`` made beforehand
+    (:func:`transposed_recurrent_weights`; row-major only), else transposed here."""
     g_out = dcarry.h + dh
     projected = isinstance(params, LSTMPParams)
     g_h = g_out @ (params.w_hr.T if w_hr_t is None else w_hr_t) if projected else g_out
