@@ -17,6 +17,7 @@ __all__ = [
     "check_lengths",
     "check_mask",
     "check_resets",
+    "check_flag",
     "check_step_flags",
     "check_tree_matches",
     "is_concrete",
@@ -26,6 +27,14 @@ __all__ = [
 
 def shape_str(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def check_flag(value, name: str) -> bool:
+    """``value`` as a Python bool; a ``TypeError`` naming ``name`` for anything but a bool (NumPy's included):
+    a string such as ``"no"`` would otherwise count as True, and a traced array cannot choose a code path."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 def is_concrete(x) -> bool:

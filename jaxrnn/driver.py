@@ -27,7 +27,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxrnn._checks import as_float_array, check_lengths, check_mask, check_resets, check_tree_matches, shape_str
+from jaxrnn._checks import (
+    as_float_array,
+    check_flag,
+    check_lengths,
+    check_mask,
+    check_resets,
+    check_tree_matches,
+    shape_str,
+)
 from jaxrnn.cells.base import Cell
 
 __all__ = [
@@ -65,11 +73,13 @@ def _check_cell(cell) -> None:
 def prepare(cell: Cell, params, xs, carry=None, *, lengths=None, time_major: bool = False) -> Prepared:
     """Validate the inputs of :func:`rnn` on static shapes (before tracing) and bring ``xs`` to time-major.
 
-    Raises ``TypeError``/``ValueError`` naming the argument for: a non-Cell, params of another cell, a wrong
-    feature size, ``xs`` that is not floating point or has rank < 2, a carry whose batch or structure does not
-    match, ``lengths`` of the wrong shape or (when concrete) outside ``[0, T]``.
+    Raises ``TypeError``/``ValueError`` naming the argument for: a non-Cell, params of another cell or of mixed
+    dtypes, a wrong feature size, ``xs`` that is not floating point or has rank < 2, a carry whose batch or
+    structure does not match, ``lengths`` of the wrong shape or (when concrete) outside ``[0, T]``, a
+    ``time_major`` that is not a bool.
     """
     _check_cell(cell)
+    time_major = check_flag(time_major, "time_major")
     layout = "[time, *batch, features]" if time_major else "[*batch, time, features]"
     xs = as_float_array(xs, "xs", min_rank=2, layout=layout)
     if time_major:
@@ -471,6 +481,7 @@ def rnn(
     """
     unroll = resolve_unroll(unroll)
     use_analytic = _check_grad(cell, grad)
+    reverse = check_flag(reverse, "reverse")
     if checkpoint_every is not None:
         checkpoint_every = _check_chunk(checkpoint_every, "checkpoint_every")
     prep = prepare(cell, params, xs, carry, lengths=lengths, time_major=time_major)

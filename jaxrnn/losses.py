@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from jaxrnn._checks import check_lengths, check_mask, shape_str
+from jaxrnn._checks import check_flag, check_lengths, check_mask, concrete_range, shape_str
 
 __all__ = ["last_valid", "masked_mean", "sequence_cross_entropy", "sequence_mask", "sequence_mse", "valid_steps"]
 
@@ -27,6 +28,7 @@ def sequence_mask(lengths, num_steps: int, *, padding: str = "post", time_major:
     :func:`jaxrnn.rnn` as ``mask=``."""
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    time_major = check_flag(time_major, "time_major")
     lengths = jnp.asarray(lengths)
     steps = jnp.arange(num_steps).reshape((1,) * lengths.ndim + (num_steps,))
     mask = steps < lengths[..., None] if padding == "post" else steps >= num_steps - lengths[..., None]
@@ -53,6 +55,7 @@ def masked_mean(values: jax.Array, lengths=None, *, mask=None, time_major: bool 
     Returns 0 when no step is valid.
     """
     values = jnp.asarray(values)
+    time_major = check_flag(time_major, "time_major")
     if lengths is None and mask is None:  # no steps at all (T = 0) is "no step valid" too
         return jnp.sum(values) / max(values.size, 1)
     if values.ndim < 1:
@@ -75,8 +78,27 @@ def sequence_cross_entropy(
         )
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"labels must be integer class ids, got dtype {labels.dtype}")
+    _check_label_range(labels, logits.shape[-1], lengths, mask, time_major)
     per_step = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return masked_mean(per_step, lengths, mask=mask, time_major=time_major)
+
+
+def _check_label_range(labels, num_classes: int, lengths, mask, time_major) -> None:
+    """When the labels (and ``lengths``/``mask``) hold values, every label at a valid step must lie in
+    ``[0, num_classes)``: optax gives NaN for any other. Padded steps may hold anything (e.g. -1), as they are
+    masked out. Under ``jit`` nothing is checked."""
+    if concrete_range(labels) is None or any(a is not None and concrete_range(a) is None for a in (lengths, mask)):
+        return
+    time_axis = 0 if check_flag(time_major, "time_major") else -1
+    num_steps = labels.shape[time_axis]
+    batch_shape = labels.shape[1:] if time_axis == 0 else labels.shape[:-1]
+    valid = valid_steps(lengths, mask, batch_shape, num_steps, time_major=time_major)
+    values = np.asarray(labels) if valid is None else np.asarray(labels)[np.asarray(valid)]
+    if values.size and (values.min() < 0 or values.max() >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}) (the number of classes, logits' last axis) at valid steps, got "
+            f"values in [{values.min()}, {values.max()}]"
+        )
 
 
 def sequence_mse(predictions: jax.Array, targets: jax.Array, lengths=None, *, mask=None, time_major=False) -> jax.Array:
@@ -98,7 +120,7 @@ def last_valid(ys: jax.Array, lengths=None, *, mask=None, time_major: bool = Fal
     ys = jnp.asarray(ys)
     if ys.ndim < 2:
         raise ValueError(f"ys must have rank >= 2, got shape {shape_str(ys.shape)}")
-    if time_major:
+    if check_flag(time_major, "time_major"):
         ys = jnp.moveaxis(ys, 0, -2)
     num_steps = ys.shape[-2]
     if mask is not None:

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import as_float_array
+from jaxrnn._checks import as_float_array, check_flag
 from jaxrnn.cells.base import Cell
 from jaxrnn.driver import _check_chunk, _check_grad, resolve_unroll, rnn
 from jaxrnn.layers import dropout as apply_dropout
@@ -142,6 +142,7 @@ def stack(
         raise TypeError(f"cell must be a jaxrnn.Cell, got {type(cell).__name__}")
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+    bidirectional = check_flag(bidirectional, "bidirectional")
     if merge not in MERGES:
         raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
     for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
@@ -221,6 +222,7 @@ def stack(
         train: bool = False,
     ):
         _check_params(params)
+        time_major, train = check_flag(time_major, "time_major"), check_flag(train, "train")
         layout = "[time, *batch, features]" if time_major else "[*batch, time, features]"
         xs = as_float_array(xs, "xs", min_rank=2, layout=layout)
         batch_shape = tuple(xs.shape[1:-1] if time_major else xs.shape[:-2])

@@ -108,6 +108,18 @@ def test_lstm_proj_size_is_checked(proj_size, error, match):
         jaxrnn.lstm.init(jax.random.key(0), 3, 4, proj_size=proj_size)
 
 
+@pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
+def test_params_of_mixed_dtypes_are_refused(name):
+    """One dtype for every leaf: a bfloat16 w_h among float32 leaves would change the carry's dtype within the scan,
+    and a float16 b would come back with a float32 gradient."""
+    cell = getattr(jaxrnn, name)
+    params = cell.init(jax.random.key(0), 3, 4)
+    with pytest.raises(TypeError, match=r"leaves must share one dtype, got bfloat16 \(w_h\), float32 \(w_x, b"):
+        cell.sizes(params._replace(w_h=params.w_h.astype(jnp.bfloat16)))
+    with pytest.raises(TypeError, match=r"float16 \(b\), float32 \(w_x, w_h"):
+        jaxrnn.rnn(cell, params._replace(b=params.b.astype(jnp.float16)), jnp.zeros((2, 5, 3)))
+
+
 def test_lstm_with_projections_params_are_checked():
     params = jaxrnn.lstm.init(jax.random.key(0), 3, 4, proj_size=2)
     with pytest.raises(ValueError, match=r"LSTMPParams.w_hr must have shape \[H, P\] with 0 < P < H, got \[4, 4\]"):

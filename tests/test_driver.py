@@ -174,6 +174,18 @@ def test_error_wrong_feature_size():
         jaxrnn.rnn(cell, params, jnp.zeros((2, 5, 4)))
 
 
+def test_error_flags_must_be_bools():
+    """A string is truthy: reverse="no" would run the scan backwards without a word."""
+    cell, params = make("lstm")
+    xs = jnp.zeros((2, 5, 3))
+    with pytest.raises(TypeError, match="reverse must be a bool, got str 'no'"):
+        jaxrnn.rnn(cell, params, xs, reverse="no")
+    with pytest.raises(TypeError, match="time_major must be a bool, got NoneType None"):
+        jaxrnn.rnn(cell, params, xs, time_major=None)
+    _, ys = jaxrnn.rnn(cell, params, xs, reverse=np.bool_(True), time_major=np.False_)
+    assert np.array_equal(ys, jaxrnn.rnn(cell, params, xs, reverse=True)[1])
+
+
 def test_error_rank_below_two():
     cell, params = make("gru")
     with pytest.raises(ValueError, match=r"xs must have rank >= 2 .* got shape \[3\]"):

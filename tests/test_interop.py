@@ -306,12 +306,18 @@ def test_torch_errors():
     gru_params = jax.tree.map(
         lambda p: p._replace(b_hn=p.b_hn.astype(jnp.float16)), gru_params, is_leaf=_is_cell_params
     )
-    with pytest.raises(TypeError, match=r"params must share one dtype, got float16 \(b_hn\), float32 \(b, w_h, w_x\)"):
+    with pytest.raises(TypeError, match=r"share one dtype, got float16 \(b_hn\), float32 \(w_x, w_h, b\)"):
         interop.to_torch(gru_layer, gru_params)
     lstmp = lstm_layer.init(jax.random.key(0), D, H, proj_size=2)
     lstmp = jax.tree.map(lambda p: p._replace(w_hr=p.w_hr.astype(jnp.bfloat16)), lstmp, is_leaf=_is_cell_params)
-    with pytest.raises(TypeError, match=r"got bfloat16 \(w_hr\), float32 \(b, w_h, w_x\)"):
+    with pytest.raises(TypeError, match=r"got bfloat16 \(w_hr\), float32 \(w_x, w_h, b\)"):
         interop.to_torch(lstm_layer, lstmp)
+    # and every layer: one torch module has one dtype
+    deep = jaxrnn.stack(jaxrnn.gru, 2)
+    deep_params = deep.init(jax.random.key(0), D, H)
+    deep_params = (deep_params[0], jax.tree.map(lambda a: a.astype(jnp.float16), deep_params[1]))
+    with pytest.raises(TypeError, match=r"params must share one dtype, got float16 \(b, b_hn, w_h, w_x\), float32"):
+        interop.to_torch(deep, deep_params)
     # projections: the state dict's shapes must fit together; a torch cell has none; one proj_size per stack
     proj = torch.nn.LSTM(D, H, num_layers=2, proj_size=2).state_dict()
     with pytest.raises(

@@ -38,6 +38,26 @@ def test_padding_does_not_change_the_loss():
         jaxrnn.sequence_cross_entropy(logits, labels.astype(jnp.float32))
 
 
+def test_sequence_cross_entropy_rejects_labels_out_of_range_at_valid_steps():
+    """optax gives NaN for a label outside [0, C); at a valid step that is an error, at a padded step (e.g. -1 as
+    padding) it is ignored like the rest of the padding. Under jit nothing can be read, so nothing is checked."""
+    logits = jax.random.normal(jax.random.key(0), (3, 4, 5))
+    labels = jax.random.randint(jax.random.key(1), (3, 4), 0, 5)
+    padded = labels.at[0, 3].set(-1).at[1, 1:].set(-1)  # only padded steps of LENGTHS
+    assert jaxrnn.sequence_cross_entropy(logits, padded, LENGTHS) == jaxrnn.sequence_cross_entropy(
+        logits, labels, LENGTHS
+    )
+    mask = np.ones((3, 4), bool)
+    mask[1, 1:] = False
+    assert np.isfinite(float(jaxrnn.sequence_cross_entropy(logits, labels.at[1, 2].set(9), mask=mask)))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\) .* got values in \[-1, \d\]"):
+        jaxrnn.sequence_cross_entropy(logits, padded)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\) .* got values in \[\d, 5\]"):
+        jaxrnn.sequence_cross_entropy(logits, labels.at[0, 2].set(5), LENGTHS)
+    jitted = jax.jit(jaxrnn.sequence_cross_entropy)(logits, labels.at[0, 2].set(5), LENGTHS)
+    assert np.isnan(float(jitted))  # what the check prevents where it can
+
+
 def test_sequence_mse():
     preds, targets = jnp.ones((2, 3, 2)), jnp.zeros((2, 3, 2))
     targets = targets.at[1, 2].set(5.0)  # padded step of sequence 1: ignored
@@ -91,6 +111,8 @@ def test_mask_in_losses_and_readout():
     np.testing.assert_array_equal(
         jaxrnn.sequence_mask(LENGTHS, 4, padding="pre"), [[0, 1, 1, 1], [0, 0, 0, 1], [0, 0, 0, 0]]
     )
+    with pytest.raises(TypeError, match="time_major must be a bool, got str 'no'"):
+        jaxrnn.sequence_mask(jnp.array([1, 2]), 3, time_major="no")
     with pytest.raises(ValueError, match=r"padding must be one of \('post', 'pre'\), got 'left'"):
         jaxrnn.sequence_mask(LENGTHS, 4, padding="left")
     with pytest.raises(TypeError, match="mask must be a boolean array"):

@@ -170,6 +170,14 @@ def test_stack_errors():
         jaxrnn.stack(object())
     with pytest.raises(ValueError, match="unroll must be a positive int, a bool or None, got 0"):
         jaxrnn.stack(jaxrnn.lstm, unroll=0)
+    with pytest.raises(TypeError, match="bidirectional must be a bool, got str 'no'"):
+        jaxrnn.stack(jaxrnn.lstm, bidirectional="no")
+    layer = jaxrnn.stack(jaxrnn.lstm)
+    params = layer.init(jax.random.key(0), 3, 4)
+    with pytest.raises(TypeError, match="train must be a bool, got str 'false'"):
+        layer.apply(params, jnp.zeros((2, 5, 3)), train="false")
+    with pytest.raises(TypeError, match="time_major must be a bool, got int 1"):
+        layer.apply(params, jnp.zeros((2, 5, 3)), time_major=1)
     with pytest.raises(ValueError, match="checkpoint_every must be a positive int, got 0"):
         jaxrnn.stack(jaxrnn.lstm, checkpoint_every=0)
     with pytest.raises(ValueError, match="grad must be one of"):

@@ -128,7 +128,18 @@ def check_fused_params(params, cls: type, gates: int, cell_name: str, extra: dic
 
 
 def check_float_leaves(params) -> None:
-    """Raise ``TypeError`` unless every array leaf of the params NamedTuple is floating point."""
+    """Raise ``TypeError`` unless every array leaf of the params NamedTuple is floating point, all of one dtype
+    (mixed dtypes would change the carry's dtype from step to step, or give a gradient of another dtype)."""
     dtypes = {jnp.dtype(leaf.dtype) for leaf in jax.tree_util.tree_leaves(params)}
     if any(not jnp.issubdtype(d, jnp.floating) for d in dtypes):
         raise TypeError(f"{type(params).__name__} leaves must be floating point, got dtypes {sorted(map(str, dtypes))}")
+    if len(dtypes) > 1:
+        fields: dict[str, list[str]] = {}
+        for name, leaf in zip(params._fields, params):
+            if hasattr(leaf, "dtype"):
+                fields.setdefault(str(jnp.dtype(leaf.dtype)), []).append(name)
+        shown = ", ".join(f"{dtype} ({', '.join(names)})" for dtype, names in sorted(fields.items()))
+        raise TypeError(
+            f"{type(params).__name__} leaves must share one dtype, got {shown}; cast them together, e.g. "
+            f"jax.tree.map(lambda a: a.astype(jnp.float32), params)"
+        )
