@@ -239,8 +239,9 @@ def transposed_recurrent_weights(params) -> dict[str, jax.Array]:
     return lax.optimization_barrier(weights)
 
 
-def _rec_t(params, w_h_t):
-    return params.w_h.T if w_h_t is None else w_h_t
+def _transposed(w, w_t):
+    """``w_t`` (made beforehand by :func:`transposed_recurrent_weights`), else ``wᵀ``."""
+    return w.T if w_t is None else w_t
 
 
 def _elman_delta(params: ElmanParams, carry, res: ElmanResiduals, dcarry, dh, *, w_h_t=None):
@@ -249,7 +250,7 @@ def _elman_delta(params: ElmanParams, carry, res: ElmanResiduals, dcarry, dh, *,
         da = g * (1.0 - res.h * res.h)
     else:
         da = g * (res.h > 0).astype(g.dtype)
-    return da, da, da @ _rec_t(params, w_h_t)
+    return da, da, da @ _transposed(params.w_h, w_h_t)
 
 
 def elman_step_vjp(params: ElmanParams, carry: jax.Array, x: jax.Array, residuals: ElmanResiduals, dcarry, dh):
@@ -283,7 +284,7 @@ def _lstm_delta(
     (:func:`transposed_recurrent_weights`; row-major only), else transposed here."""
     g_out = dcarry.h + dh
     projected = isinstance(params, LSTMPParams)
-    g_h = g_out @ (params.w_hr.T if w_hr_t is None else w_hr_t) if projected else g_out
+    g_h = g_out @ _transposed(params.w_hr, w_hr_t) if projected else g_out
     tc = jnp.tanh(res.c)
     d_o = g_h * tc
     dc = dcarry.c + g_h * res.o * (1.0 - tc * tc)
@@ -297,7 +298,7 @@ def _lstm_delta(
         ],
         axis=axis,
     )
-    dh_prev = params.w_h @ da if axis == 0 else da @ _rec_t(params, w_h_t)
+    dh_prev = params.w_h @ da if axis == 0 else da @ _transposed(params.w_h, w_h_t)
     return da, g_out if projected else da, LSTMState(h=dh_prev, c=dc * res.f)
 
 
@@ -348,7 +349,7 @@ def _gru_delta(params: GRUParams, carry, res: GRUResiduals, dcarry, dh, *, w_h_t
     g = dcarry + dh
     dn_pre = g * (1.0 - res.z) * (1.0 - res.n * res.n)
     da_z = g * (carry - res.n) * res.z * (1.0 - res.z)
-    w_h_t = _rec_t(params, w_h_t)  # [3H, H]
+    w_h_t = _transposed(params.w_h, w_h_t)  # [3H, H]
     if not params.reset_after:
         ds = dn_pre @ w_h_t[2 * hidden :]
         da_rz = jnp.concatenate([ds * carry * res.r * (1.0 - res.r), da_z], axis=-1)

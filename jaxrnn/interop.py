@@ -59,6 +59,7 @@ import numpy as np
 from jaxrnn.cells import elman as _elman
 from jaxrnn.cells import gru as _gru
 from jaxrnn.cells import lstm as _lstm
+from jaxrnn.cells.base import fields_by_dtype
 from jaxrnn.cells.elman import ElmanParams
 from jaxrnn.cells.gru import GRUParams
 from jaxrnn.cells.lstm import LSTMParams, LSTMPParams, LSTMState
@@ -216,12 +217,7 @@ def _check_gru_form(params: list, caller: str) -> None:
 
 def _dtype_of(entries) -> np.dtype:
     """The one dtype of every array field of every layer's params (``w_hr`` and ``b_hn`` included)."""
-    fields: dict[str, set[str]] = {}
-    for directions in entries:
-        for p in directions:
-            for name, leaf in zip(p._fields, p):
-                if hasattr(leaf, "dtype"):
-                    fields.setdefault(str(np.dtype(leaf.dtype)), set()).add(name)
+    fields = fields_by_dtype(p for directions in entries for p in directions)
     if len(fields) != 1:
         shown = ", ".join(f"{dtype} ({', '.join(sorted(names))})" for dtype, names in sorted(fields.items()))
         raise TypeError(f"params must share one dtype, got {shown}")

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrnn._checks import check_flag, check_lengths, check_mask, concrete_range, shape_str
+from jaxrnn._checks import check_flag, check_lengths, check_mask, is_concrete, shape_str
 
 __all__ = ["last_valid", "masked_mean", "sequence_cross_entropy", "sequence_mask", "sequence_mse", "valid_steps"]
 
@@ -87,7 +87,7 @@ def _check_label_range(labels, num_classes: int, lengths, mask, time_major) -> N
     """When the labels (and ``lengths``/``mask``) hold values, every label at a valid step must lie in
     ``[0, num_classes)``: optax gives NaN for any other. Padded steps may hold anything (e.g. -1), as they are
     masked out. Under ``jit`` nothing is checked."""
-    if concrete_range(labels) is None or any(a is not None and concrete_range(a) is None for a in (lengths, mask)):
+    if not all(is_concrete(a) for a in (labels, lengths, mask) if a is not None):
         return
     time_axis = 0 if check_flag(time_major, "time_major") else -1
     num_steps = labels.shape[time_axis]

@@ -31,6 +31,7 @@ __all__ = [
     "fused_input_init",
     "fused_recurrent_init",
     "check_float_leaves",
+    "fields_by_dtype",
     "check_fused_params",
 ]
 
@@ -127,6 +128,18 @@ def check_fused_params(params, cls: type, gates: int, cell_name: str, extra: dic
     return w_x[0], hidden
 
 
+def fields_by_dtype(params_list) -> dict[str, list[str]]:
+    """The array fields of params NamedTuples grouped by dtype: ``{"float32": ["w_x", "w_h", "b"], ...}``, each
+    field named once, in the order met."""
+    fields: dict[str, list[str]] = {}
+    for params in params_list:
+        for name, leaf in zip(params._fields, params):
+            names = fields.setdefault(str(np.dtype(leaf.dtype)), []) if hasattr(leaf, "dtype") else None
+            if names is not None and name not in names:
+                names.append(name)
+    return fields
+
+
 def check_float_leaves(params) -> None:
     """Raise ``TypeError`` unless every array leaf of the params NamedTuple is floating point, all of one dtype
     (mixed dtypes would change the carry's dtype from step to step, or give a gradient of another dtype)."""
@@ -134,11 +147,7 @@ def check_float_leaves(params) -> None:
     if any(not jnp.issubdtype(d, jnp.floating) for d in dtypes):
         raise TypeError(f"{type(params).__name__} leaves must be floating point, got dtypes {sorted(map(str, dtypes))}")
     if len(dtypes) > 1:
-        fields: dict[str, list[str]] = {}
-        for name, leaf in zip(params._fields, params):
-            if hasattr(leaf, "dtype"):
-                fields.setdefault(str(jnp.dtype(leaf.dtype)), []).append(name)
-        shown = ", ".join(f"{dtype} ({', '.join(names)})" for dtype, names in sorted(fields.items()))
+        shown = ", ".join(f"{dtype} ({', '.join(names)})" for dtype, names in sorted(fields_by_dtype([params]).items()))
         raise TypeError(
             f"{type(params).__name__} leaves must share one dtype, got {shown}; cast them together, e.g. "
             f"jax.tree.map(lambda a: a.astype(jnp.float32), params)"
