@@ -38,7 +38,7 @@ def _table(rows: dict, per: float, unit: str, top: int) -> list[str]:
     return lines
 
 
-def profile(config: str, steps: int, grad: str | None, unroll: int | None, top: int) -> str:
+def profile(config: str, steps: int, grad: str | None, unroll: int | None, top: int, forward: bool = False) -> str:
     import jax
     import jax.numpy as jnp
     import optax
@@ -62,6 +62,12 @@ def profile(config: str, steps: int, grad: str | None, unroll: int | None, top: 
         loss, g = jax.value_and_grad(loss_fn)(p, x, t)
         updates, s = optimizer.update(g, s, p)
         return optax.apply_updates(p, updates), s, loss
+
+    if forward:
+
+        @jax.jit
+        def train(p, s, x, t):  # the forward pass alone, run as the training step is, for the same timing code
+            return p, s, jaxrnn.rnn(cell, p, x, **options)[1]
 
     state = (params, optimizer.init(params))
     for _ in range(3):
@@ -88,7 +94,7 @@ def profile(config: str, steps: int, grad: str | None, unroll: int | None, top: 
     lines = [
         f"{config}: {cell.name} B={cfg['B']} T={cfg['T']} D={cfg['D']} H={cfg['H']}, options {options or 'defaults'}, "
         f"backend {jax.default_backend()}",
-        f"training step: {unprofiled * 1e3:.2f} ms unprofiled (mean of {steps})",
+        f"{'forward pass' if forward else 'training step'}: {unprofiled * 1e3:.2f} ms unprofiled (mean of {steps})",
     ]
     inside_any = set()
     for name in sorted({e["name"] for e in loops}):
@@ -123,10 +129,11 @@ def main(argv=None) -> None:
     ap.add_argument("--grad", choices=["autodiff", "analytic"], default=None, help="default: the library's")
     ap.add_argument("--unroll", type=int, default=None, help="default: the library's")
     ap.add_argument("--top", type=int, default=12, help="operations listed per loop")
+    ap.add_argument("--forward", action="store_true", help="profile the forward pass alone, not the training step")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.top < 1:
         ap.error("--steps and --top must be positive")
-    print(profile(args.config, args.steps, args.grad, args.unroll, args.top))
+    print(profile(args.config, args.steps, args.grad, args.unroll, args.top, args.forward))
 
 
 if __name__ == "__main__":
