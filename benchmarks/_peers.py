@@ -114,10 +114,11 @@ def build_jaxrnn(cfg, *, grad=None, checkpoint_every=None, sharded=False, unroll
 
     import jaxrnn
 
-    if row_major:  # this worker process only: the wide LSTM's scan stays row-major (the A/B of feature_major)
+    if row_major:  # this worker process only: wide LSTM and GRU scans stay row-major (the A/B of feature_major)
         from jaxrnn import feature_major
 
         feature_major.MIN_GATE_WIDTH = 1 << 62
+        feature_major.GRU_FORWARD_MIN = ()
 
     cell = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru}[cfg["cell"]]
     params = cell.init(jax.random.key(0), cfg["D"], cfg["H"])

@@ -25,8 +25,10 @@ Variants (LSTM unless noted; each is a drop-in forward ``apply(params, xs [B,T,D
 - ``transpose_per_step`` (LSTM, GRU): ``current``, traced with the analytic backward's ``dh_prev = da W_hᵀ`` taking
   ``params.w_h.T`` inside the loop, as before 2026-12-07, which XLA folds into a transposed-operand matmul, instead
   of ``W_hᵀ`` made once before the loop (``jaxrnn.analytic.transposed_recurrent_weights``).
+- ``row_major`` (LSTM, GRU): ``current``, traced with ``jaxrnn.feature_major``'s thresholds out of reach, so that
+  a wide scan stays row-major (the A/B of the feature-major path; for the GRU, of its forward pass).
 - GRU: ``current``, ``autodiff``, ``hoist``, ``hoist_prefetch``, ``concat``, ``split``, ``feature_major``, ``fastpath``,
-  ``unroll*``, ``halves``, ``transpose_per_step``.
+  ``unroll*``, ``halves``, ``transpose_per_step``, ``row_major``.
 
 Every variant is timed forward-only and as the full training step (MSE loss, optax Adam), samples interleaved across
 variants round-robin; medians in sequence-steps/s. Results: benchmarks/results/probe_levers_<tag>.{json,md}.
@@ -64,6 +66,7 @@ LSTM_VARIANTS = [
     "unroll16",
     "halves",
     "transpose_per_step",
+    "row_major",
 ]
 GRU_VARIANTS = [
     "current",
@@ -78,6 +81,7 @@ GRU_VARIANTS = [
     "unroll16",
     "halves",
     "transpose_per_step",
+    "row_major",
 ]
 
 
@@ -338,22 +342,29 @@ def gru_feature_major(p, xs):
 @contextlib.contextmanager
 def variant_context(name):
     """What a variant needs in force while it is traced and compiled: ``transpose_per_step`` swaps the fast path's
-    pre-transposed weights for none (the deltas then transpose ``W_h`` in the loop). JAX's caches are cleared on the
-    way in and out, so that no trace is shared with another variant."""
-    if name != "transpose_per_step":
+    pre-transposed weights for none (the deltas then transpose ``W_h`` in the loop); ``row_major`` puts the
+    feature-major threshold out of reach. JAX's caches are cleared on the way in and out, so that no trace is
+    shared with another variant."""
+    if name not in ("transpose_per_step", "row_major"):
         yield
         return
     import jax
 
-    from jaxrnn import fastpath
+    from jaxrnn import fastpath, feature_major
 
-    saved = fastpath.transposed_recurrent_weights
-    fastpath.transposed_recurrent_weights = lambda params: {}
+    changes = {
+        "transpose_per_step": [(fastpath, "transposed_recurrent_weights", lambda params: {})],
+        "row_major": [(feature_major, "MIN_GATE_WIDTH", 1 << 62), (feature_major, "GRU_FORWARD_MIN", ())],
+    }[name]
+    saved = [(module, attr, getattr(module, attr)) for module, attr, _ in changes]
+    for module, attr, value in changes:
+        setattr(module, attr, value)
     jax.clear_caches()
     try:
         yield
     finally:
-        fastpath.transposed_recurrent_weights = saved
+        for module, attr, value in saved:
+            setattr(module, attr, value)
         jax.clear_caches()
 
 
@@ -361,7 +372,7 @@ def make_variant(name, cfg):
     import jaxrnn
 
     cell = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru}[cfg["cell"]]
-    if name in ("current", "transpose_per_step"):
+    if name in ("current", "transpose_per_step", "row_major"):
         return lambda p, xs: jaxrnn.rnn(cell, p, xs)[1]
     if name == "halves":
         import jax.numpy as jnp

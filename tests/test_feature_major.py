@@ -1,10 +1,11 @@
-"""The feature-major LSTM fast path (jaxrnn.feature_major): same values and gradients as autodiff, and chosen only
-for wide cells."""
+"""The feature-major fast path (jaxrnn.feature_major): the LSTM's forward and backward, the GRU's forward pass alone;
+same values and gradients as autodiff, and chosen only for wide cells."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import primitive_eqns
 from test_fastpath import LENGTHS, MASK, RESETS, make_case, make_loss, rel_err
 
 import jaxrnn
@@ -16,6 +17,7 @@ def always_feature_major(monkeypatch):
     """Feature-major at any size, so that the small test cases take it; traces of either layout are dropped."""
     monkeypatch.setattr(feature_major, "MIN_GATE_WIDTH", 0)
     monkeypatch.setattr(feature_major, "MIN_BATCH", 0)
+    monkeypatch.setattr(feature_major, "GRU_FORWARD_MIN", ((0, 0),))
     jax.clear_caches()
     yield
     jax.clear_caches()
@@ -32,6 +34,15 @@ def test_chosen_for_wide_cells_only():
     assert not chosen((4,), 256) and not chosen((), 256)  # fewer than MIN_BATCH sequences
     projected = jaxrnn.lstm.init(jax.random.key(0), 3, 512, proj_size=64)  # the LSTM with projections stays row-major
     assert not feature_major.use_feature_major(projected, jax.ShapeDtypeStruct((5, 64, 3), jnp.float32))
+
+    def gru_chosen(batch, hidden):
+        params = jaxrnn.gru.init(jax.random.key(0), 3, hidden)
+        return feature_major.use_feature_major(params, jax.ShapeDtypeStruct((5, *batch, 3), jnp.float32))
+
+    assert gru_chosen((32,), 512) and gru_chosen((4, 8), 512) and gru_chosen((8,), 1024)
+    assert not gru_chosen((16,), 512) and not gru_chosen((64,), 511) and not gru_chosen((4,), 2048)
+    elman = jaxrnn.elman.init(jax.random.key(0), 3, 1024)
+    assert not feature_major.use_feature_major(elman, jax.ShapeDtypeStruct((5, 8, 3), jnp.float32))
 
     params = jaxrnn.lstm.init(jax.random.key(0), 3, 256)
     xs = jnp.zeros((5, 8, 3))
@@ -99,3 +110,49 @@ def test_float32_jit_vmap_and_bfloat16():
         *jax.tree.map(lambda a: a.astype(jnp.float32), half)
     )
     assert rel_err(g32, jax.tree.map(lambda a: a.astype(jnp.float32), g16)) < 0.1
+
+
+def _scan_carry_shapes(fn, *args):
+    """The shapes of the first carry of every ``scan`` in ``fn``'s jaxpr."""
+    jaxpr = jax.make_jaxpr(fn)(*args)
+    return {tuple(eqn.invars[eqn.params["num_consts"]].aval.shape) for eqn in primitive_eqns(jaxpr, "scan")}
+
+
+@pytest.mark.usefixtures("x64", "always_feature_major")
+@pytest.mark.parametrize("name", ["gru", "gru_reset_before"])
+def test_gru_forward_alone_runs_feature_major_and_training_row_major(name):
+    """Both GRU forms, every kind of padding in both directions: the feature-major forward equals autodiff's
+    row-major scan; a differentiated scan keeps the row-major forward (and its analytic backward)."""
+    cell, params, xs, carry0 = make_case(name, dtype=jnp.float64, seed=3)
+    lengths = jnp.asarray(LENGTHS)
+    for kwargs in ({}, {"lengths": lengths}, {"mask": MASK}, {"resets": RESETS, "lengths": lengths}):
+        for reverse in (False, True):
+            want = jaxrnn.rnn(cell, params, xs, carry0, grad="autodiff", reverse=reverse, **kwargs)
+            got = jaxrnn.rnn(cell, params, xs, carry0, reverse=reverse, **kwargs)
+            assert rel_err(want, got) < 1e-13, (kwargs.keys(), reverse)
+
+    n, hidden = int(np.prod(LENGTHS.shape)), params.w_h.shape[0]
+    forward = _scan_carry_shapes(lambda x: jaxrnn.rnn(cell, params, x, carry0)[1], xs)
+    assert forward == {(hidden, n)}
+    training = _scan_carry_shapes(jax.grad(make_loss(cell, None), argnums=(0, 1, 2)), params, xs, carry0)
+    assert (hidden, n) not in training and (*LENGTHS.shape, hidden) in training
+
+    g_ad = jax.grad(make_loss(cell, "autodiff", lengths=lengths), argnums=(0, 1, 2))(params, xs, carry0)
+    g_default = jax.grad(make_loss(cell, None, lengths=lengths), argnums=(0, 1, 2))(params, xs, carry0)
+    assert rel_err(g_ad, g_default) < 1e-12
+
+
+@pytest.mark.usefixtures("always_feature_major")
+def test_gru_feature_major_forward_under_jit_vmap_and_bfloat16():
+    cell, params, xs, carry0 = make_case("gru")
+    lengths = jnp.asarray(LENGTHS)
+    want = jaxrnn.rnn(cell, params, xs, carry0, lengths=lengths, grad="autodiff")
+    got = jax.jit(lambda p, x, c: jaxrnn.rnn(cell, p, x, c, lengths=lengths))(params, xs, carry0)
+    assert rel_err(want, got) < 1e-5
+    per_row = jax.vmap(lambda x, c: jaxrnn.rnn(cell, params, x, c)[1])(xs, carry0)
+    assert rel_err(jaxrnn.rnn(cell, params, xs, carry0, grad="autodiff")[1], per_row) < 1e-5
+
+    half = jax.tree.map(lambda a: a.astype(jnp.bfloat16), (params, xs, carry0))
+    final, ys = jaxrnn.rnn(cell, *half, lengths=lengths)
+    assert final.dtype == ys.dtype == jnp.bfloat16
+    assert rel_err(want[1], ys.astype(jnp.float32)) < 0.05
