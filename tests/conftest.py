@@ -15,6 +15,18 @@ for _flag in TEST_XLA_FLAGS:
         _flags = f"{_flags} {_flag}".strip()
 os.environ["XLA_FLAGS"] = _flags
 
+
+def run_at_xla_defaults(script: str):
+    """Run ``script`` with ``python -c`` in a subprocess whose ``XLA_FLAGS`` lack ``TEST_XLA_FLAGS``: XLA's default
+    CPU options, where the float64 miscompiles of README's "A compiler bug to know of" show."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if f not in TEST_XLA_FLAGS)
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+
+
 import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -1,14 +1,10 @@
 """Gradient flow through time and gate traces (jaxrnn.diagnostics)."""
 
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TEST_XLA_FLAGS
+from conftest import run_at_xla_defaults
 
 import jaxrnn
 from jaxrnn import diagnostics
@@ -288,9 +284,5 @@ print("ok")
 
 
 def test_gradient_flow_of_a_batch_at_default_xla_optimisation():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if f not in TEST_XLA_FLAGS)
-    result = subprocess.run(
-        [sys.executable, "-c", DEFAULT_OPTIMISATION_SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
+    result = run_at_xla_defaults(DEFAULT_OPTIMISATION_SCRIPT)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]

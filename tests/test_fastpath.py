@@ -1,14 +1,10 @@
 """The analytic fast path (jaxrnn.rnn(..., grad="analytic")): same values and gradients as autodiff."""
 
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TEST_XLA_FLAGS
+from conftest import run_at_xla_defaults
 from helpers import primitive_eqns, primitive_params
 
 import jaxrnn
@@ -325,9 +321,5 @@ print("ok")
 
 
 def test_default_gradient_is_right_at_default_xla_options_where_autodiff_is_miscompiled():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if f not in TEST_XLA_FLAGS)
-    result = subprocess.run(
-        [sys.executable, "-c", DEFAULT_OPTIONS_SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
+    result = run_at_xla_defaults(DEFAULT_OPTIONS_SCRIPT)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stdout + result.stderr[-3000:]
