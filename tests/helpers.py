@@ -72,3 +72,35 @@ def primitive_params(jaxpr, name) -> list:
 def scan_unrolls(jaxpr) -> list:
     """The ``unroll`` of every ``scan`` in a closed jaxpr, nested ones included."""
     return [params["unroll"] for params in primitive_params(jaxpr, "scan")]
+
+
+def per_sequence_rnn(cell, params, xs, carry, *, lengths=None, mask=None, resets=None, reverse=False):
+    """What :func:`jaxrnn.rnn` documents, one sequence at a time in a Python loop over the steps it runs.
+
+    ``xs [B, T, D]`` (one batch dim), carry leaves ``[B, ...]``; ``lengths [B]``, ``mask``/``resets [B, T]`` as
+    NumPy arrays. A step runs when ``t < lengths[b]`` and ``mask[b, t]``; the steps run in time order (reversed with
+    ``reverse``). The carry restarts from ``cell.initial_state`` before a step when a segment boundary (a reset at
+    step ``s``: between ``s - 1`` and ``s``) lies between it and the step run before it; going forward, also when
+    one lies at or before the first step run. Skipped steps emit zeros. Returns ``(final carry, ys [B, T, H])``.
+    """
+    num_seqs, num_steps = xs.shape[0], xs.shape[1]
+    out_size = jax.eval_shape(lambda: cell.step(params, cell.initial_state(params, ()), xs[0, 0])[1]).shape[-1]
+    finals, outputs = [], []
+    for b in range(num_seqs):
+        c = jax.tree.map(lambda leaf, b=b: leaf[b], carry)
+        steps = [t for t in range(num_steps) if (lengths is None or t < lengths[b]) and (mask is None or mask[b, t])]
+        ys = [jnp.zeros((out_size,), xs.dtype)] * num_steps
+        previous = None
+        for t in reversed(steps) if reverse else steps:
+            if resets is not None:
+                if not reverse:
+                    crossed = resets[b, (-1 if previous is None else previous) + 1 : t + 1].any()
+                else:
+                    crossed = previous is not None and resets[b, t + 1 : previous + 1].any()
+                if crossed:
+                    c = cell.initial_state(params, ())
+            c, ys[t] = cell.step(params, c, xs[b, t])
+            previous = t
+        finals.append(c)
+        outputs.append(jnp.stack(ys) if num_steps else jnp.zeros((0, out_size), xs.dtype))
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *finals), jnp.stack(outputs)

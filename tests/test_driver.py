@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import CELLS, assert_trees_close, loop_rnn, make, primitive_params, scan_unrolls
+from helpers import CELLS, assert_trees_close, loop_rnn, make, per_sequence_rnn, primitive_params, scan_unrolls
 
 import jaxrnn
 
@@ -631,3 +631,48 @@ def test_error_mask(mask, time_major, error, match):
     xs = random_xs((4, 7, 3))
     with pytest.raises(error, match=match):
         jaxrnn.rnn(cell, params, jnp.swapaxes(xs, 0, 1) if time_major else xs, mask=mask, time_major=time_major)
+
+
+RANDOM_CELLS = {
+    **CELLS,
+    "gru_reset_before": (jaxrnn.gru, {"reset_after": False}),
+    "lstm_proj": (jaxrnn.lstm, {"proj_size": 2}),
+}
+
+
+@pytest.mark.usefixtures("x64")
+@pytest.mark.parametrize("seed", range(16))
+def test_random_padding_and_segments_match_a_per_sequence_loop(seed):
+    """Random combinations of cell, lengths, step mask, resets, direction, gradient path and checkpointing: values,
+    final carries and gradients (params, xs, carry) equal the documented semantics run one sequence at a time."""
+    rng = np.random.default_rng(seed)
+    name = sorted(RANDOM_CELLS)[seed % len(RANDOM_CELLS)]
+    cell, options = RANDOM_CELLS[name]
+    num_seqs, num_steps, size_in, hidden = int(rng.integers(1, 4)), int(rng.choice([1, 4, 6])), 2, 3
+    params = jax.tree.map(
+        lambda a: a + 0.3 * jnp.asarray(rng.normal(size=a.shape)),
+        cell.init(jax.random.key(seed), size_in, hidden, **options),
+    )
+    xs = jnp.asarray(rng.normal(size=(num_seqs, num_steps, size_in)))
+    carry = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape)), cell.initial_state(params, (num_seqs,)))
+    kinds = rng.choice(["lengths", "mask", "resets"], size=int(rng.integers(1, 4)), replace=False)
+    steps = {
+        "lengths": rng.integers(0, num_steps + 1, num_seqs) if "lengths" in kinds else None,
+        "mask": rng.random((num_seqs, num_steps)) < 0.7 if "mask" in kinds else None,
+        "resets": rng.random((num_seqs, num_steps)) < 0.35 if "resets" in kinds else None,
+    }
+    reverse = bool(rng.integers(2))
+    options = {"grad": [None, "autodiff"][seed % 2], "checkpoint_every": [None, 2][seed // 2 % 2]}
+    weights = jnp.asarray(rng.normal(size=(num_seqs, num_steps, 1)))
+
+    def loss(run):
+        def fn(p, x, c):
+            final, ys = run(p, x, c)
+            return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(final)), (final, ys)
+
+        return jax.value_and_grad(fn, argnums=(0, 1, 2), has_aux=True)(params, xs, carry)
+
+    library = dict(zip(("lengths", "mask", "resets"), (None if v is None else jnp.asarray(v) for v in steps.values())))
+    got = loss(lambda p, x, c: jaxrnn.rnn(cell, p, x, c, reverse=reverse, **library, **options))
+    want = loss(lambda p, x, c: per_sequence_rnn(cell, p, x, c, reverse=reverse, **steps))
+    assert_trees_close(got, want, rtol=1e-10, atol=1e-12, err_msg=f"{name} {list(kinds)} reverse={reverse} {options}")
