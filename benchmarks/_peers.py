@@ -109,6 +109,10 @@ def jaxrnn_has_grad_kw() -> bool:
     return "grad" in inspect.signature(jaxrnn.rnn).parameters
 
 
+# jaxrnn.feature_major's thresholds put out of reach: every scan stays row-major (used by probe_levers too)
+ROW_MAJOR_THRESHOLDS = {"MIN_GATE_WIDTH": 1 << 62, "GRU_FORWARD_MIN": ()}
+
+
 def build_jaxrnn(cfg, *, grad=None, checkpoint_every=None, sharded=False, unroll=None, row_major=False):
     import jax
 
@@ -117,8 +121,8 @@ def build_jaxrnn(cfg, *, grad=None, checkpoint_every=None, sharded=False, unroll
     if row_major:  # this worker process only: wide LSTM and GRU scans stay row-major (the A/B of feature_major)
         from jaxrnn import feature_major
 
-        feature_major.MIN_GATE_WIDTH = 1 << 62
-        feature_major.GRU_FORWARD_MIN = ()
+        for name, value in ROW_MAJOR_THRESHOLDS.items():
+            setattr(feature_major, name, value)
 
     cell = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru}[cfg["cell"]]
     params = cell.init(jax.random.key(0), cfg["D"], cfg["H"])

@@ -48,6 +48,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks._peers import ROW_MAJOR_THRESHOLDS
 from benchmarks.bench_rnn import CONFIGS, _interleaved
 
 LSTM_VARIANTS = [
@@ -354,7 +355,7 @@ def variant_context(name):
 
     changes = {
         "transpose_per_step": [(fastpath, "transposed_recurrent_weights", lambda params: {})],
-        "row_major": [(feature_major, "MIN_GATE_WIDTH", 1 << 62), (feature_major, "GRU_FORWARD_MIN", ())],
+        "row_major": [(feature_major, name, value) for name, value in ROW_MAJOR_THRESHOLDS.items()],
     }[name]
     saved = [(module, attr, getattr(module, attr)) for module, attr, _ in changes]
     for module, attr, value in changes:
@@ -391,11 +392,10 @@ def make_variant(name, cfg):
     if cfg["cell"] == "lstm":
         if name.startswith("analytic"):
             return _make_lstm_analytic(hoist=name == "analytic_hoist")
-        hoist_prefetch = functools.partial(lstm_hoist, prefetch=True)
         return {
             "concat": lstm_concat,
             "hoist": lstm_hoist,
-            "hoist_prefetch": hoist_prefetch,
+            "hoist_prefetch": functools.partial(lstm_hoist, prefetch=True),
             "hoist_split": lstm_hoist_split,
         }.get(name)
     return {

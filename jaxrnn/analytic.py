@@ -330,18 +330,11 @@ def gru_forward(params: GRUParams, carry: jax.Array, x: jax.Array):
     """One GRU step keeping residuals: returns ``(h', h', GRUResiduals(r, z, n, hn))``; ``hn = h W_hn + b_hn``
     (reset after) or ``r ⊙ h`` (reset before)."""
     hidden = params.w_h.shape[0]
-    a_r, a_z, a_n = jnp.split(add_bias(x @ params.w_x, params.b), 3, axis=-1)
+    a = add_bias(x @ params.w_x, params.b)
     u = carry @ (params.w_h if params.reset_after else params.w_h[:, : 2 * hidden])
-    r = jax.nn.sigmoid(a_r + u[..., :hidden])
-    z = jax.nn.sigmoid(a_z + u[..., hidden : 2 * hidden])
-    if params.reset_after:
-        hn = add_bias(u[..., 2 * hidden :], params.b_hn)
-        n = jnp.tanh(a_n + r * hn)
-    else:
-        hn = r * carry
-        n = jnp.tanh(a_n + hn @ params.w_h[:, 2 * hidden :])
-    h = (1.0 - z) * n + z * carry
-    return h, h, GRUResiduals(r=r, z=z, n=n, hn=hn)
+    act, hn = _gru.gate_activations(params, a, u, carry)
+    h = (1.0 - act.z) * act.n + act.z * carry
+    return h, h, GRUResiduals(r=act.r, z=act.z, n=act.n, hn=hn)
 
 
 def _gru_delta(params: GRUParams, carry, res: GRUResiduals, dcarry, dh, *, w_h_t=None):

@@ -46,6 +46,7 @@ from jaxrnn.analytic import (
     cut_at_resets,
     reset_carry,
 )
+from jaxrnn.cells import gru as _gru
 from jaxrnn.cells.gru import GRUParams
 from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMState, gate_activations
 from jaxrnn.driver import step_validity
@@ -157,21 +158,13 @@ def gru_forward(params: GRUParams, xs_tm, carry, lengths=None, *, reverse=False,
     xs_fm = _rows(xs_tm.reshape(num_steps, n, xs_tm.shape[-1]))  # [T, D, n]
     w_x_t, b_col = params.w_x.T, params.b[:, None]
     w_h_t = (params.w_h if params.reset_after else params.w_h[:, : 2 * hidden]).T  # [3H or 2H, H]
-    w_hn_t = None if params.reset_after else params.w_h[:, 2 * hidden :].T  # [H, H]
     start = _rows(carry.reshape(n, hidden))
 
     def body(h, inputs):
         t, x, mask_t, mark_t = inputs
         h_in = reset_carry(mark_t, h)
-        a_r, a_z, a_n = jnp.split(w_x_t @ x + b_col, 3, axis=0)
-        u = w_h_t @ h_in
-        r = jax.nn.sigmoid(a_r + u[:hidden])
-        z = jax.nn.sigmoid(a_z + u[hidden : 2 * hidden])
-        if params.reset_after:
-            n_gate = jnp.tanh(a_n + r * (u[2 * hidden :] + params.b_hn[:, None]))
-        else:
-            n_gate = jnp.tanh(a_n + w_hn_t @ (r * h_in))
-        new = y = (1.0 - z) * n_gate + z * h_in
+        act, _ = _gru.gate_activations(params, w_x_t @ x + b_col, w_h_t @ h_in, h_in, axis=0)
+        new = y = (1.0 - act.z) * act.n + act.z * h_in
         valid = _flat_valid(t, lengths, mask_t)
         if valid is not None:
             new, y = _masked_step(valid, new, h, y)

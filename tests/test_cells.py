@@ -207,3 +207,23 @@ def test_elman_params_with_static_activation_are_a_pytree():
     assert isinstance(doubled, jaxrnn.ElmanParams) and doubled.activation == "relu"
     tanh_params = params._replace(activation="tanh")
     assert jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(tanh_params)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_gru_gate_activations_in_either_layout(reset_after):
+    """The GRU's gate math is one function for the cell and the feature-major forward: features first (``axis=0``)
+    gives the transpose of features last."""
+    from jaxrnn.cells import gru
+
+    params = jaxrnn.gru.init(jax.random.key(0), 3, 4, reset_after=reset_after)
+    params = params._replace(b=params.b + 0.3, b_hn=None if params.b_hn is None else params.b_hn - 0.2)
+    x, h = jax.random.normal(jax.random.key(1), (5, 3)), jax.random.normal(jax.random.key(2), (5, 4))
+    w_h = params.w_h if reset_after else params.w_h[:, :8]
+    a, u = x @ params.w_x + params.b[None], h @ w_h
+    rows, hn_rows = gru.gate_activations(params, a, u, h)
+    cols, hn_cols = gru.gate_activations(params, a.T, u.T, h.T, axis=0)
+    for want, got in zip((*rows, hn_rows), (*cols, hn_cols)):
+        np.testing.assert_allclose(got.T, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(rows.n, gru.gates(params, h, x).n, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="axis must be -1 .* or 0 .*, got 1"):
+        gru.gate_activations(params, a, u, h, axis=1)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from jaxrnn.cells.base import Cell, add_bias, check_fused_params, default_dtype, fused_input_init, fused_recurrent_init
 
-__all__ = ["GRUGates", "GRUParams", "cell", "gates", "init", "initial_state", "sizes", "step"]
+__all__ = ["GRUGates", "GRUParams", "cell", "gate_activations", "gates", "init", "initial_state", "sizes", "step"]
 
 
 class GRUParams(NamedTuple):
@@ -82,18 +82,31 @@ def initial_state(params: GRUParams, batch_shape=()) -> jax.Array:
 def gates(params: GRUParams, carry: jax.Array, x: jax.Array) -> GRUGates:
     """The gate activations of one step."""
     hidden = params.w_h.shape[0]
-    a_r, a_z, a_n = jnp.split(add_bias(x @ params.w_x, params.b), 3, axis=-1)
-    if not params.reset_after:
-        u_r, u_z = jnp.split(carry @ params.w_h[:, : 2 * hidden], 2, axis=-1)
-        r = jax.nn.sigmoid(a_r + u_r)
-        z = jax.nn.sigmoid(a_z + u_z)
-        n = jnp.tanh(a_n + (r * carry) @ params.w_h[:, 2 * hidden :])
-        return GRUGates(r=r, z=z, n=n)
-    u_r, u_z, u_n = jnp.split(carry @ params.w_h, 3, axis=-1)
+    a = add_bias(x @ params.w_x, params.b)
+    u = carry @ (params.w_h if params.reset_after else params.w_h[:, : 2 * hidden])
+    return gate_activations(params, a, u, carry)[0]
+
+
+def gate_activations(params: GRUParams, a: jax.Array, u: jax.Array, h: jax.Array, *, axis: int = -1):
+    """The gates from the pre-activations ``a = x W_x + b`` (``[*batch, 3H]``, blocks r | z | n along ``axis``),
+    ``u = h W_h`` (``[*batch, 3H]``; reset before: ``h W_h[:, :2H]``, ``[*batch, 2H]``) and the carry ``h``.
+    ``axis=0`` is the feature-major layout (``[3H, n]``, ``h [H, n]``). Returns ``(GRUGates(r, z, n), hn)``, where
+    ``hn = u_n + b_hn`` (reset after) or ``r ⊙ h``, the input of ``W_hn`` (reset before)."""
+    if axis not in (0, -1):
+        raise ValueError(f"axis must be -1 (features last) or 0 (features first), got {axis}")
+    hidden = params.w_h.shape[0]
+    a_r, a_z, a_n = jnp.split(a, 3, axis=axis)
+    u_r, u_z, u_n = jnp.split(u, [hidden, 2 * hidden], axis=axis)  # u_n is empty for the reset-before GRU
     r = jax.nn.sigmoid(a_r + u_r)
     z = jax.nn.sigmoid(a_z + u_z)
-    n = jnp.tanh(a_n + r * add_bias(u_n, params.b_hn))
-    return GRUGates(r=r, z=z, n=n)
+    if params.reset_after:
+        hn = u_n + params.b_hn[:, None] if axis == 0 else add_bias(u_n, params.b_hn)
+        n = jnp.tanh(a_n + r * hn)
+    else:
+        hn = r * h
+        w_hn = params.w_h[:, 2 * hidden :]
+        n = jnp.tanh(a_n + (w_hn.T @ hn if axis == 0 else hn @ w_hn))
+    return GRUGates(r=r, z=z, n=n), hn
 
 
 def step(params: GRUParams, carry: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
