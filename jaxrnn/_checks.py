@@ -17,6 +17,8 @@ __all__ = [
     "check_lengths",
     "check_mask",
     "check_resets",
+    "check_finite",
+    "check_finite_leaves",
     "check_flag",
     "check_step_flags",
     "check_tree_matches",
@@ -51,6 +53,33 @@ def concrete_range(x) -> tuple | None:
     except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
         return None
     return values.min().item(), values.max().item()
+
+
+def check_finite(x, name: str, hint: str = "") -> None:
+    """A ``ValueError`` naming ``name`` when the floating array ``x`` holds NaN or ±inf: how many, the first index
+    and its value, then ``hint``. Integer arrays, and tracers (whose values are unknown), pass."""
+    if not is_concrete(x) or not jnp.issubdtype(x.dtype, jnp.inexact) or not np.size(x):
+        return
+    values = np.asarray(x)
+    bad = ~np.isfinite(values.astype(np.float64) if values.dtype == jnp.bfloat16 else values)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name} must be finite, got {int(bad.sum())} non-finite value(s) (NaN/inf) in shape "
+            f"{shape_str(values.shape)}, the first at index {list(first)}: {values[first]}"
+            + (f". {hint}" if hint else "")
+        )
+
+
+def check_finite_leaves(tree, name: str, *, host_only: bool = False, hint: str = "") -> None:
+    """:func:`check_finite` on every array leaf of ``tree``, each named ``name`` plus its path (``batch[0]``,
+    ``batch['x']``). ``host_only``: check NumPy arrays only and leave ``jax.Array`` leaves unread, so that a loop
+    that calls this per step never waits for the device."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if host_only and not isinstance(leaf, np.ndarray):
+            continue
+        if hasattr(leaf, "dtype") and hasattr(leaf, "shape"):
+            check_finite(leaf, name + jax.tree_util.keystr(path), hint)
 
 
 def as_float_array(x, name: str, *, min_rank: int = 0, layout: str = "") -> jax.Array:

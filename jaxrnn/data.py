@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import is_concrete, shape_str
+from jaxrnn._checks import check_finite, shape_str
 
 __all__ = [
     "PAD",
@@ -56,14 +56,7 @@ def _numeric(x, name: str) -> np.ndarray | jax.Array:
 
 
 def _check_finite(x, name: str) -> None:
-    if is_concrete(x) and jnp.issubdtype(x.dtype, jnp.inexact):
-        bad = ~np.isfinite(np.asarray(x, dtype=np.float64) if x.dtype == jnp.bfloat16 else np.asarray(x))
-        if bad.any():
-            first = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(
-                f"{name} must be finite, got {int(bad.sum())} non-finite value(s) (NaN/inf), first at index "
-                f"{list(first)}: {np.asarray(x)[first]}. Drop or impute them before scaling"
-            )
+    check_finite(x, name, hint="Drop or impute them before scaling")
 
 
 # ------------------------------------------------------------------------------------------------------ scaling

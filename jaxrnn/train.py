@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxrnn import _checks
 from jaxrnn import checkpoint as _ckpt
 from jaxrnn import parallel as _parallel
 
@@ -439,6 +440,11 @@ def _epoch_source(train_data) -> Callable[[int], Iterable]:
     return lambda epoch: train_data
 
 
+_NONFINITE_DATA_HINT = (
+    "Drop or impute them first; if loss_fn masks them on purpose (NaN for a missing target), pass check_finite=False"
+)
+
+
 def _check_positive(value, name, allow_none=True):
     if value is None and allow_none:
         return
@@ -462,6 +468,7 @@ def fit(
     progress: bool | None = None,
     max_bad_steps: int | None = 10,
     sync_every: int = 20,
+    check_finite: bool = True,
 ) -> tuple[TrainState, list[dict]]:
     """Train for ``epochs`` epochs; evaluate, stop early, checkpoint, resume, log.
 
@@ -492,6 +499,10 @@ def fit(
         detected) is kept.
       sync_every: the host reads metrics only every ``sync_every`` batches (for the display and the bad-step
         check), at checkpoints and at the end of an epoch; other steps are dispatched without waiting.
+      check_finite: raise ``ValueError`` (naming the epoch, the batch and the leaf) when a floating NumPy leaf of
+        a training batch holds NaN or inf, before the step runs; otherwise the step would be skipped as
+        non-finite and the data lost silently. ``jax.Array`` leaves are not read (that would wait for the device
+        at every step). False: no check, for a ``loss_fn`` that masks NaN on purpose.
 
     Returns:
       ``(state, history)``; ``history[i]`` is a dict: ``epoch`` (0-based), ``step`` (updates so far), ``batches``,
@@ -509,6 +520,7 @@ def fit(
     _check_positive(every, "every")
     _check_positive(max_bad_steps, "max_bad_steps")
     _check_positive(sync_every, "sync_every", allow_none=False)
+    check_finite = _checks.check_flag(check_finite, "check_finite")
     if every is not None and checkpoint_dir is None:
         raise ValueError(f"every={every} needs checkpoint_dir, got checkpoint_dir=None")
     if history_path is not None:
@@ -597,6 +609,10 @@ def fit(
         elapsed_before = partial["seconds"]
         t0 = time.perf_counter()
         for batch in batches_iter:
+            if check_finite:
+                _checks.check_finite_leaves(
+                    batch, f"epoch {epoch}, batch {index}: batch", host_only=True, hint=_NONFINITE_DATA_HINT
+                )
             n = batch_size(batch)
             state, metrics = train_step(state, batch)
             if not isinstance(state, TrainState):
@@ -673,6 +689,7 @@ def fit_arrays(
     seed: int = 0,
     max_bad_steps: int = 10,
     compiler_options: dict | None = None,
+    check_finite: bool = True,
 ) -> tuple[TrainState, list[dict]]:
     """Train on in-memory arrays with each epoch one compiled call: the fast loop for data that fits in memory.
 
@@ -696,6 +713,10 @@ def fit_arrays(
       seed: the shuffling seed; the same seed gives the same run.
       max_bad_steps: raise :class:`NonFiniteError` once this many consecutive steps were skipped as non-finite.
       compiler_options: passed to ``jax.jit`` (e.g. ``{"xla_backend_optimization_level": 0}`` to compile faster).
+      check_finite: raise ``ValueError`` (naming the array, the count and the first index) when a floating array
+        of ``arrays`` or ``eval_arrays`` holds NaN or inf, before anything is compiled; otherwise every batch that
+        drew such a row would be skipped as non-finite, silently. False: no check, for a ``train_step`` whose
+        loss masks NaN on purpose.
 
     Returns:
       ``(state, history)``, one history row per epoch: ``{"epoch", "train_loss", "skipped", "eval_loss", ...}``.
@@ -722,6 +743,10 @@ def fit_arrays(
         raise ValueError("patience needs eval_fn: early stopping watches the evaluation loss")
     if eval_fn is not None and eval_arrays is None:
         raise ValueError("eval_fn needs eval_arrays, the batch it evaluates")
+    if _checks.check_flag(check_finite, "check_finite"):
+        for i, a in enumerate(host):
+            _checks.check_finite(a, f"arrays[{i}]", hint=_NONFINITE_DATA_HINT)
+        _checks.check_finite_leaves(eval_arrays, "eval_arrays", hint=_NONFINITE_DATA_HINT)
 
     def run_epoch(state, best, batches, eval_batch):
         def body(s, batch):

@@ -73,7 +73,9 @@ def test_scaler_errors():
     with pytest.raises(ValueError, match="not fitted yet: call scaler.fit"):
         MinMaxScaler().transform(np.zeros(3))
     with pytest.raises(
-        ValueError, match=r"x must be finite, got 1 non-finite value\(s\) \(NaN/inf\), first at index \[1, 0\]"
+        ValueError,
+        match=r"x must be finite, got 1 non-finite value\(s\) \(NaN/inf\) in shape \[2, 2\], "
+        r"the first at index \[1, 0\]: nan\. Drop or impute",
     ):
         MinMaxScaler().fit(np.array([[0.0, 1.0], [np.nan, 2.0]]))
     scaler = MinMaxScaler().fit(np.zeros((3, 2)))

@@ -253,10 +253,34 @@ def test_fit_stops_after_consecutive_bad_steps_and_keeps_checkpoint(tmp_path):
     # epoch 0: good, bad, good (isolated bad steps are fine); epoch 1: good, then bad forever
     train = lambda e: [good, bad, good] if e == 0 else [good, good] + [bad] * 6  # noqa: E731
     with pytest.raises(NonFiniteError, match=r"stopped at batch 6 of epoch 1 \(optimizer step 4\): 4 consecutive"):
-        fit(state, step, train, epochs=2, max_bad_steps=4, checkpoint_dir=tmp_path, every=1, progress=False)
+        fit(state, step, train, epochs=2, max_bad_steps=4, checkpoint_dir=tmp_path, every=1, progress=False,
+            check_finite=False)  # fmt: skip
     saved = checkpoint.load(tmp_path / "train.ckpt", {"state": init_state(_linear_params(), opt, KEY)})["state"]
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(saved.params))
     assert int(saved.step) == 4
+
+
+def test_fit_rejects_non_finite_host_data_before_its_step():
+    x, y = _regression()
+    bad_y = y.copy()
+    bad_y[2, 0] = np.inf
+    opt = optax.sgd(0.01)
+    step = make_train_step(_linear_loss, opt)
+    fresh = lambda: init_state(_linear_params(), opt, KEY)  # noqa: E731 - a step donates its state
+    with pytest.raises(
+        ValueError,
+        match=r"epoch 1, batch 1: batch\[1\] must be finite, got 1 non-finite value\(s\) \(NaN/inf\) in shape "
+        r"\[\d+, 1\], the first at index \[2, 0\]: inf\. .*pass check_finite=False",
+    ):
+        fit(fresh(), step, lambda e: [(x, y), (x, bad_y if e == 1 else y)], epochs=2, progress=False)
+    with pytest.raises(ValueError, match=r"batch\['x'\] must be finite"):
+        fit(fresh(), make_train_step(lambda p, b: _linear_loss(p, (b["x"], b["y"])), opt),
+            [{"x": np.where(x > 0, np.nan, x), "y": y}], progress=False)  # fmt: skip
+    # device arrays are not read (that would be a host round trip per step): the step skips it instead
+    _, history = fit(fresh(), step, [(jnp.asarray(x) * jnp.nan, y)], progress=False)
+    assert history[0]["skipped"] == 1
+    with pytest.raises(TypeError, match="check_finite must be a bool"):
+        fit(fresh(), step, [(x, y)], check_finite="no")
 
 
 def _resume_setup():
@@ -396,7 +420,25 @@ def test_fit_arrays_stops_on_non_finite_data():
     opt = optax.sgd(0.1)
     state0 = jaxrnn.init_state(params, opt, jax.random.key(0))
     with pytest.raises(jaxrnn.train.NonFiniteError, match="consecutive steps had a non-finite loss"):
-        jaxrnn.train.fit_arrays(state0, jaxrnn.make_train_step(loss_fn, opt), (x, y), batch_size=4, max_bad_steps=5)
+        jaxrnn.train.fit_arrays(
+            state0, jaxrnn.make_train_step(loss_fn, opt), (x, y), batch_size=4, max_bad_steps=5, check_finite=False
+        )
+
+
+def test_fit_arrays_rejects_non_finite_data_before_compiling():
+    x, y, params, loss_fn, _ = _linear_problem()
+    opt = optax.sgd(0.1)
+    state, step = jaxrnn.init_state(params, opt, jax.random.key(0)), jaxrnn.make_train_step(loss_fn, opt)
+    bad_x = x.copy()
+    bad_x[5, 1] = np.nan
+    with pytest.raises(
+        ValueError, match=r"arrays\[0\] must be finite, got 1 non-finite .*first at index \[5, 1\]: nan"
+    ):
+        jaxrnn.train.fit_arrays(state, step, (bad_x, y), batch_size=4)
+    eval_fn = lambda p, b: loss_fn(p, b)  # noqa: E731
+    with pytest.raises(ValueError, match=r"eval_arrays\[1\] must be finite"):
+        jaxrnn.train.fit_arrays(state, step, (x, y), batch_size=4, eval_fn=eval_fn, eval_arrays=(x, y * np.inf))
+    assert step.cache_size() == 0  # rejected before anything was traced
 
 
 def test_fit_arrays_errors():
