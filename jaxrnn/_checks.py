@@ -20,6 +20,7 @@ __all__ = [
     "check_finite",
     "check_finite_leaves",
     "check_flag",
+    "check_key",
     "check_step_flags",
     "check_tree_matches",
     "is_concrete",
@@ -37,6 +38,21 @@ def check_flag(value, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
     return bool(value)
+
+
+def check_key(key, name: str = "key") -> None:
+    """A ``TypeError`` naming ``name`` unless ``key`` is one PRNG key: a typed key of shape ``()``
+    (``jax.random.key``) or a raw ``uint32[2]`` (``jax.random.PRNGKey``)."""
+    ok = hasattr(key, "dtype") and (
+        (jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and np.shape(key) == ())
+        or (key.dtype == jnp.uint32 and tuple(np.shape(key)) == (2,))
+    )
+    if not ok:
+        raise TypeError(
+            f"{name} must be a single PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), got "
+            f"{type(key).__name__}"
+            + (f" of dtype {key.dtype} and shape {list(np.shape(key))}" if hasattr(key, "dtype") else "")
+        )
 
 
 def is_concrete(x) -> bool:

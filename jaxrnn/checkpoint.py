@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import struct
 import tempfile
 from typing import Any
@@ -76,12 +77,24 @@ def save(path, tree: Any, *, metadata: dict | None = None) -> None:
         once the new one is complete on disk.
       tree: any pytree whose leaves are arrays (numpy, jax, any dtype incl. bfloat16, typed PRNG keys) or python
         ``bool``/``int``/``float``.
-      metadata: optional JSON-serialisable dict stored in the header; read it back with :func:`metadata`.
+      metadata: optional JSON-serialisable dict with string keys, stored in the header; read it back with
+        :func:`metadata` (as JSON gives it back: tuples come back as lists).
+
+    The file keeps the permissions of the one it replaces; a new file gets ``0o666`` less the umask, as ``open``
+    would give it.
     """
     path = os.fspath(path)
+    if path.endswith(os.sep) or os.path.isdir(path):
+        raise ValueError(f"path must name a file, got the directory {path!r}")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ValueError(f"path must be in an existing directory, got {path!r} (no directory {directory!r})")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
+        bad_keys = [k for k in metadata if not isinstance(k, str)]
+        if bad_keys:
+            raise TypeError(f"metadata's keys must be strings (JSON would turn them into strings), got {bad_keys[:5]}")
     leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(tree)
     records, chunks, offset = [], [], 0
     for key_path, leaf in leaves_with_path:
@@ -96,7 +109,7 @@ def save(path, tree: Any, *, metadata: dict | None = None) -> None:
     header = {"treedef": str(treedef), "leaves": records, "payload_bytes": offset, "metadata": metadata}
     try:
         header_bytes = json.dumps(header).encode("utf-8")
-    except TypeError as err:
+    except (TypeError, ValueError) as err:  # ValueError: a circular reference, or NaN-free mode
         raise TypeError(f"metadata must be JSON-serialisable, got {metadata!r}: {err}") from None
     body = [MAGIC, _PREFIX.pack(VERSION, len(header_bytes)), header_bytes, *chunks]
     digest = hashlib.sha256()
@@ -105,6 +118,7 @@ def save(path, tree: Any, *, metadata: dict | None = None) -> None:
 
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, "wb") as f:
             for part in body:
                 f.write(part)
@@ -124,6 +138,16 @@ def save(path, tree: Any, *, metadata: dict | None = None) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _mode_for(path: str) -> int:
+    """The permission bits the saved file should have (``mkstemp`` makes it ``0o600``)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def exists(path) -> bool:
@@ -150,8 +174,9 @@ def _read(path) -> tuple[dict, memoryview]:
     try:
         header = json.loads(bytes(raw[fixed : fixed + header_len]).decode("utf-8"))
         payload_bytes = int(header["payload_bytes"])
+        _check_header(header)
     except (ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{path!r} is corrupted: unreadable header ({err})") from None
+        raise CheckpointError(f"{path!r} is corrupted: unreadable header ({type(err).__name__}: {err})") from None
     expected = fixed + header_len + payload_bytes + _DIGEST
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "corrupted (trailing bytes)"
@@ -160,6 +185,19 @@ def _read(path) -> tuple[dict, memoryview]:
         raise CheckpointError(f"{path!r} is corrupted: SHA-256 checksum mismatch")
     start = fixed + header_len
     return header, memoryview(raw)[start : start + payload_bytes]
+
+
+def _check_header(header: dict) -> None:
+    """Every field that :func:`load` reads, present and of its kind (a ``KeyError``/``TypeError`` otherwise)."""
+    header["treedef"], header["metadata"]  # noqa: B018 - presence
+    if not isinstance(header["leaves"], list):
+        raise TypeError("leaves is not a list")
+    for record in header["leaves"]:
+        for field in ("path", "offset", "nbytes", "shape", "dtype"):
+            record[field]  # noqa: B018 - presence
+        jnp.dtype(record["dtype"])
+        if int(np.prod(record["shape"])) * jnp.dtype(record["dtype"]).itemsize != record["nbytes"]:
+            raise ValueError(f"leaf {record['path']}: shape and dtype do not match its byte count")
 
 
 def metadata(path) -> dict | None:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import check_finite, shape_str
+from jaxrnn._checks import check_finite, check_flag, check_key, shape_str
 
 __all__ = [
     "PAD",
@@ -44,14 +44,17 @@ PAD, UNK = "<pad>", "<unk>"
 
 
 def _numeric(x, name: str) -> np.ndarray | jax.Array:
+    """``x`` as a real-valued (integer or floating) array; jax arrays stay jax arrays."""
     if isinstance(x, jax.Array):
-        return x
-    try:
-        arr = np.asarray(x)
-    except Exception as err:  # noqa: BLE001 - re-raised with context
-        raise TypeError(f"{name} must be an array, got {type(x).__name__}") from err
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == jnp.bfloat16):
-        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype} (ragged or non-numeric input?)")
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as err:  # noqa: BLE001 - re-raised with context
+            raise TypeError(f"{name} must be an array, got {type(x).__name__}") from err
+    real = jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)
+    if arr.dtype == object or not real:
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype} (ragged or non-numeric input?)")
     return arr
 
 
@@ -109,13 +112,19 @@ class MinMaxScaler:
         self.data_min_, self.data_max_ = data.min(axis=axes), data.max(axis=axes)
         self.n_features_ = None if data.ndim <= 1 else data.shape[-1]
         lo, hi = self.feature_range
-        span = self.data_max_ - self.data_min_
+        with np.errstate(over="ignore"):
+            span = self.data_max_ - self.data_min_
         constant = span == 0
-        self.scale_ = (hi - lo) / np.where(constant, 1.0, span)
-        # y = x * scale + offset; a constant feature maps to the middle of the range
-        self._offset = np.where(
-            constant, (lo + hi) / 2 - self.data_min_ * self.scale_, lo - self.data_min_ * self.scale_
-        )
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            scale = (hi - lo) / np.where(constant, 1.0, span)
+        if not (np.all(np.isfinite(span)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
+            raise ValueError(
+                f"x's range cannot be scaled in float64: per-feature min {self.data_min_}, max {self.data_max_} "
+                f"(a span that overflows, or one too small to invert); rescale the data first"
+            )
+        self.scale_ = scale
+        # the value a feature's minimum maps to; a constant feature maps to the middle of the range
+        self._low = np.where(constant, (lo + hi) / 2, lo)
         return self
 
     def _check(self, x, name: str):
@@ -132,7 +141,7 @@ class MinMaxScaler:
 
     def _params_like(self, x, dtype):
         # explicit broadcast: works under jax_numpy_rank_promotion="raise"
-        return tuple(jnp.broadcast_to(jnp.asarray(v, dtype), x.shape) for v in (self.scale_, self._offset))
+        return tuple(jnp.broadcast_to(jnp.asarray(v, dtype), x.shape) for v in (self.data_min_, self.scale_, self._low))
 
     @staticmethod
     def _out_dtype(x):
@@ -143,18 +152,18 @@ class MinMaxScaler:
         x = self._check(x, "x")
         dtype = self._out_dtype(x)
         if isinstance(x, jax.Array):
-            scale, offset = self._params_like(x, dtype)
-            return (x.astype(dtype) * scale + offset).astype(dtype)
-        return (np.asarray(x, np.float64) * self.scale_ + self._offset).astype(dtype)
+            low_x, scale, low = self._params_like(x, dtype)
+            return ((x.astype(dtype) - low_x) * scale + low).astype(dtype)
+        return ((np.asarray(x, np.float64) - self.data_min_) * self.scale_ + self._low).astype(dtype)
 
     def inverse_transform(self, y):
         """``(y − lo) / s + m`` per feature: values on the original scale; shape kept."""
         y = self._check(y, "y")
         dtype = self._out_dtype(y)
         if isinstance(y, jax.Array):
-            scale, offset = self._params_like(y, dtype)
-            return ((y.astype(dtype) - offset) / scale).astype(dtype)
-        return ((np.asarray(y, np.float64) - self._offset) / self.scale_).astype(dtype)
+            low_x, scale, low = self._params_like(y, dtype)
+            return ((y.astype(dtype) - low) / scale + low_x).astype(dtype)
+        return ((np.asarray(y, np.float64) - self._low) / self.scale_ + self.data_min_).astype(dtype)
 
     def fit_transform(self, x):
         """``fit(x).transform(x)``."""
@@ -289,7 +298,9 @@ class Vocabulary:
         least ``min_freq`` times, most frequent first (ties: first seen first), at most ``max_size`` entries in all
         (``<pad>`` and ``<unk>`` included)."""
         _positive(min_freq, "min_freq")
-        if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 2):
+        if max_size is not None and (
+            isinstance(max_size, bool) or not isinstance(max_size, (int, np.integer)) or max_size < 2
+        ):
             raise ValueError(f"max_size must be an int >= 2 (room for {PAD!r} and {UNK!r}) or None, got {max_size!r}")
         if isinstance(sequences, str):
             raise TypeError("sequences must be an iterable of token sequences, got a str; wrap it: [char_tokenize(s)]")
@@ -379,18 +390,41 @@ def pad_sequences(
         _positive(max_length, "max_length")
     longest = max(a.shape[0] for a in arrays)
     length = longest if max_length is None else max_length
-    dtype = np.result_type(*arrays) if dtype is None else np.dtype(dtype)
-    out = np.full((len(arrays), length, *arrays[0].shape[1:]), pad_value, dtype=dtype)
+    if dtype is None:
+        # an empty Python list comes out of numpy as float64: it must not decide the type of token ids
+        filled = [a for a in arrays if a.size]
+        dtype = np.result_type(*filled) if filled else np.dtype(np.int32)
+    else:
+        dtype = np.dtype(dtype)
+    out = np.full((len(arrays), length, *arrays[0].shape[1:]), _exactly_as(pad_value, dtype, "pad_value"), dtype)
     lengths = np.zeros(len(arrays), np.int32)
     for i, a in enumerate(arrays):
         n = min(a.shape[0], length)
-        kept = a[:n] if truncating == "post" else a[a.shape[0] - n :]
+        kept = _exactly_as(a[:n] if truncating == "post" else a[a.shape[0] - n :], dtype, f"seqs[{i}]")
         if padding == "post":
             out[i, :n] = kept
         else:
             out[i, length - n :] = kept
         lengths[i] = n
     return out, lengths
+
+
+def _exactly_as(values, dtype: np.dtype, name: str) -> np.ndarray:
+    """``values`` cast to ``dtype``, or a ``ValueError`` naming ``name`` when the cast would change a value
+    (a fraction cut off, an integer wrapped around, NaN into an integer type)."""
+    values = np.asarray(values)
+    with np.errstate(invalid="ignore", over="ignore"):
+        cast = values.astype(dtype)
+        same = cast.astype(values.dtype) == values
+    if np.issubdtype(values.dtype, np.floating) and np.issubdtype(dtype, np.floating):
+        same |= np.isnan(values) & np.isnan(cast)
+    if not np.all(same):
+        bad = values[~same] if values.ndim else values
+        raise ValueError(
+            f"{name} holds values that dtype {dtype} cannot represent exactly, e.g. {np.ravel(bad)[0].item()!r}: pass a "
+            f"dtype that holds them (dtype=...)"
+        )
+    return cast
 
 
 def _check_arrays(arrays, name="arrays") -> int:
@@ -407,10 +441,11 @@ def _check_arrays(arrays, name="arrays") -> int:
 
 
 def _permutation(key, n: int, shuffle: bool) -> np.ndarray:
-    if not shuffle:
+    if not check_flag(shuffle, "shuffle"):
         return np.arange(n)
     if key is None:
         raise ValueError("shuffle=True needs a PRNG key, got key=None (pass jax.random.key(seed), or shuffle=False)")
+    check_key(key)
     return np.asarray(jax.random.permutation(key, n))
 
 
@@ -428,12 +463,10 @@ def batches(key, *arrays, batch_size: int, shuffle: bool = True, drop_last: bool
       tuples of arrays ``[batch_size, ...]`` (the last may be smaller unless ``drop_last``).
     """
     n = _check_arrays(arrays)
-    _positive(batch_size, "batch_size")
+    batch_size = _positive(batch_size, "batch_size")
     order = _permutation(key, n, shuffle)
-    stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        idx = order[start : start + batch_size]
-        yield tuple(a[idx] for a in arrays)
+    stop = n - n % batch_size if check_flag(drop_last, "drop_last") else n
+    return (tuple(a[order[start : start + batch_size]] for a in arrays) for start in range(0, stop, batch_size))
 
 
 def split(key, *arrays, fractions: Sequence[float] = (0.8, 0.1, 0.1), shuffle: bool = True) -> tuple[tuple, ...]:

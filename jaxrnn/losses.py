@@ -29,7 +29,11 @@ def sequence_mask(lengths, num_steps: int, *, padding: str = "post", time_major:
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     time_major = check_flag(time_major, "time_major")
-    lengths = jnp.asarray(lengths)
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 0:
+        raise ValueError(f"num_steps must be a non-negative integer, got {num_steps!r}")
+    if not hasattr(lengths, "shape"):
+        lengths = np.asarray(lengths)
+    lengths = check_lengths(lengths, tuple(lengths.shape), int(num_steps))
     steps = jnp.arange(num_steps).reshape((1,) * lengths.ndim + (num_steps,))
     mask = steps < lengths[..., None] if padding == "post" else steps >= num_steps - lengths[..., None]
     return jnp.moveaxis(mask, -1, 0) if time_major else mask
@@ -72,6 +76,9 @@ def sequence_cross_entropy(
     logits: jax.Array, labels: jax.Array, lengths=None, *, mask=None, time_major=False
 ) -> jax.Array:
     """Softmax cross-entropy ``logits [*batch, T, C]`` vs integer ``labels [*batch, T]``, mean over valid steps."""
+    logits, labels = _as_array(logits, "logits"), _as_array(labels, "labels")
+    if logits.ndim < 2:
+        raise ValueError(f"logits must have rank >= 2 ([*batch, T, C]), got shape {shape_str(logits.shape)}")
     if logits.shape[:-1] != labels.shape:
         raise ValueError(
             f"labels must have shape logits.shape[:-1] = {shape_str(logits.shape[:-1])}, got {shape_str(labels.shape)}"
@@ -81,6 +88,18 @@ def sequence_cross_entropy(
     _check_label_range(labels, logits.shape[-1], lengths, mask, time_major)
     per_step = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return masked_mean(per_step, lengths, mask=mask, time_major=time_major)
+
+
+def _as_array(x, name: str):
+    """``x`` as an array (lists become numpy arrays) with a numeric dtype."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        try:
+            x = np.asarray(x)
+        except Exception as err:  # noqa: BLE001 - re-raised with context
+            raise TypeError(f"{name} must be an array, got {type(x).__name__}") from err
+    if x.dtype == object:
+        raise TypeError(f"{name} must be a numeric array, got an object array (ragged input?)")
+    return x
 
 
 def _check_label_range(labels, num_classes: int, lengths, mask, time_major) -> None:
@@ -103,6 +122,9 @@ def _check_label_range(labels, num_classes: int, lengths, mask, time_major) -> N
 
 def sequence_mse(predictions: jax.Array, targets: jax.Array, lengths=None, *, mask=None, time_major=False) -> jax.Array:
     """Mean squared error ``[*batch, T, F]`` vs ``[*batch, T, F]``, mean over features and valid steps."""
+    predictions, targets = _as_array(predictions, "predictions"), _as_array(targets, "targets")
+    if predictions.ndim < 1:
+        raise ValueError("predictions must have rank >= 1 ([*batch, T, F]), got a scalar")
     if predictions.shape != targets.shape:
         raise ValueError(
             f"targets must have the shape of predictions {shape_str(predictions.shape)}, got {shape_str(targets.shape)}"

@@ -13,13 +13,14 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxrnn._checks import as_float_array, shape_str
+from jaxrnn._checks import as_float_array, check_key, shape_str
 from jaxrnn._pytree import static_fields
 from jaxrnn.cells.base import add_bias
 from jaxrnn.layers import DenseParams, dense_init
 
-__all__ = ["ACTIVATIONS", "MLPParams", "apply", "hidden_activations", "init"]
+__all__ = ["ACTIVATIONS", "MLPParams", "apply", "check_params", "hidden_activations", "init"]
 
 ACTIVATIONS = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu}
 
@@ -34,6 +35,9 @@ class MLPParams(NamedTuple):
 
 def init(key, sizes, *, activation: str = "sigmoid", dtype=None) -> MLPParams:
     """``sizes = [in, hidden..., out]`` (at least two). Glorot-uniform weights (He-normal for relu), zero biases."""
+    check_key(key)
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"sizes must be a list of layer sizes [in, hidden..., out], got {type(sizes).__name__}")
     sizes = list(sizes)
     if len(sizes) < 2:
         raise ValueError(f"sizes must list at least an input and an output size, got {sizes}")
@@ -47,10 +51,32 @@ def init(key, sizes, *, activation: str = "sigmoid", dtype=None) -> MLPParams:
     return MLPParams(layers=layers, activation=activation)
 
 
-def hidden_activations(params: MLPParams, x) -> list[jax.Array]:
-    """``[a_0 = x, a_1, ..., a_{L-1}]``: the input and every hidden layer's activations."""
+def check_params(params) -> None:
+    """Shapes and settings of ``params``, before any tracing: a known activation, at least one layer, each layer's
+    ``w [in, out]`` and ``b [out]``, and each layer's ``in`` the previous layer's ``out``."""
     if not isinstance(params, MLPParams):
         raise TypeError(f"params must be MLPParams (from jaxrnn.mlp.init), got {type(params).__name__}")
+    if params.activation not in ACTIVATIONS:
+        raise ValueError(f"params.activation must be one of {sorted(ACTIVATIONS)}, got {params.activation!r}")
+    if not isinstance(params.layers, (tuple, list)) or not params.layers:
+        raise ValueError(f"params.layers must be a non-empty tuple of DenseParams, got {params.layers!r}")
+    for i, layer in enumerate(params.layers):
+        w_shape, b_shape = np.shape(getattr(layer, "w", None)), np.shape(getattr(layer, "b", None))
+        if not isinstance(layer, DenseParams) or len(w_shape) != 2 or b_shape != w_shape[1:]:
+            raise ValueError(
+                f"params.layers[{i}] must be DenseParams(w [in, out], b [out]), got w {shape_str(w_shape)}, "
+                f"b {shape_str(b_shape)}"
+            )
+        if i and w_shape[0] != np.shape(params.layers[i - 1].w)[1]:
+            raise ValueError(
+                f"params.layers[{i}].w takes {w_shape[0]} inputs, the layer before gives "
+                f"{np.shape(params.layers[i - 1].w)[1]}"
+            )
+
+
+def hidden_activations(params: MLPParams, x) -> list[jax.Array]:
+    """``[a_0 = x, a_1, ..., a_{L-1}]``: the input and every hidden layer's activations."""
+    check_params(params)
     x = as_float_array(x, "x", min_rank=1)
     if x.shape[-1] != params.layers[0].w.shape[0]:
         raise ValueError(
@@ -65,6 +91,6 @@ def hidden_activations(params: MLPParams, x) -> list[jax.Array]:
 
 def apply(params: MLPParams, x) -> jax.Array:
     """Logits ``[*batch, out]`` for inputs ``x [*batch, in]``."""
-    last = params.layers[-1] if isinstance(params, MLPParams) else None
     hidden = hidden_activations(params, x)[-1]
+    last = params.layers[-1]
     return add_bias(hidden @ last.w, last.b)

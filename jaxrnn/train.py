@@ -92,16 +92,7 @@ def _check_optimizer(optimizer) -> None:
         )
 
 
-def _check_key(key, name: str = "key") -> None:
-    ok = hasattr(key, "dtype") and (
-        jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-        or (key.dtype == jnp.uint32 and tuple(np.shape(key)) == (2,))
-    )
-    if not ok:
-        raise TypeError(
-            f"{name} must be a PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), got "
-            f"{type(key).__name__}" + (f" of dtype {key.dtype}" if hasattr(key, "dtype") else "")
-        )
+_check_key = _checks.check_key
 
 
 def init_state(params, optimizer: optax.GradientTransformation, key) -> TrainState:
@@ -112,9 +103,12 @@ def init_state(params, optimizer: optax.GradientTransformation, key) -> TrainSta
     _check_optimizer(optimizer)
     _check_key(key)
     params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
+    # every leaf its own buffer: an optimizer state may alias params or repeat one array (optax.lbfgs), and a
+    # donating step cannot donate one buffer twice
+    opt_state = jax.tree.map(lambda x: jnp.array(x, copy=True), optimizer.init(params))
     return TrainState(
         params=params,
-        opt_state=optimizer.init(params),
+        opt_state=opt_state,
         step=jnp.zeros((), jnp.int32),
         key=jnp.array(key, copy=True),
         bad_steps=jnp.zeros((), jnp.int32),
@@ -180,7 +174,11 @@ class TrainStep:
             ok = jnp.isfinite(loss) & jnp.all(jnp.stack(finite)) if finite else jnp.isfinite(loss)
             if clipper is not None:
                 grads, _ = clipper.update(grads, clipper.init(state.params))
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            extra = {}
+            if isinstance(optimizer, optax.GradientTransformationExtraArgs):
+                # what optax's line-search optimizers (optax.lbfgs) ask for; others ignore them
+                extra = {"value": loss, "grad": grads, "value_fn": lambda p: objective(p)[0]}
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params, **extra)
             params = optax.apply_updates(state.params, updates)
 
             def pick(new, old):
@@ -205,13 +203,38 @@ class TrainStep:
         if mesh is not None:
             kwargs["out_shardings"] = _parallel.replicated(mesh)
         self.jitted = jax.jit(step, **kwargs)
+        self._checked_states: set = set()
 
     def cache_size(self) -> int:
         return self.jitted._cache_size()
 
+    def _check_state(self, state: TrainState) -> None:
+        """Once per state structure: ``opt_state`` must be what ``optimizer.init(params)`` makes; every step: no
+        buffer of the state was donated to an earlier step."""
+        for leaf in jax.tree_util.tree_leaves(state):
+            if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) and leaf.is_deleted():
+                raise ValueError(
+                    "state holds arrays that were donated to an earlier step: a train step consumes its input "
+                    "state, so pass on the state it returned (state, metrics = step(state, batch)), or build it "
+                    "with make_train_step(..., donate=False)"
+                )
+        structure = jax.tree_util.tree_structure(state)
+        if structure in self._checked_states:
+            return
+        expected = jax.tree_util.tree_structure(jax.eval_shape(self.optimizer.init, state.params))
+        got = jax.tree_util.tree_structure(state.opt_state)
+        if got != expected:
+            raise ValueError(
+                "state.opt_state does not match this train step's optimizer: it must be optimizer.init(params) "
+                "(jaxrnn.init_state(params, optimizer, key) with the same optimizer and params structure); "
+                f"expected {expected}, got {got}"
+            )
+        self._checked_states.add(structure)
+
     def __call__(self, state: TrainState, batch):
         if not isinstance(state, TrainState):
             raise TypeError(f"state must be a TrainState (from init_state), got {type(state).__name__}")
+        self._check_state(state)
         if self.mesh is None:
             return self.jitted(state, batch)
         return _parallel.call_on_mesh(self.jitted, self.mesh, state, batch)
@@ -230,7 +253,10 @@ def make_train_step(
     Args:
       loss_fn: ``loss_fn(params, batch) -> loss`` or ``-> (loss, aux)``, ``loss`` a float scalar, ``aux`` a dict of
         scalars (reported as metrics). If it takes a keyword ``key``, it gets ``fold_in(state.key, state.step)``.
-      optimizer: the optax transformation ``state.opt_state`` was made with (``init_state(params, optimizer, key)``).
+      optimizer: the optax transformation ``state.opt_state`` was made with (``init_state(params, optimizer, key)``;
+        checked on the first call with each state structure). One that takes extra arguments
+        (``optax.GradientTransformationExtraArgs``) gets ``value`` (the loss), ``grad`` and ``value_fn`` (the loss
+        as a function of the params, same batch and key), so line-search optimizers such as ``optax.lbfgs()`` work.
       clip_norm: if given, gradients are scaled to global L2 norm ``<= clip_norm`` (``optax.clip_by_global_norm``)
         before the optimizer; the optimizer state is unaffected, so it stays the one ``init_state`` made.
       mesh: a mesh from :func:`jaxrnn.parallel.data_mesh`: each batch is split along axis 0 over its devices,
@@ -244,8 +270,14 @@ def make_train_step(
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(params, batch), got {type(loss_fn).__name__}")
     _check_optimizer(optimizer)
-    if clip_norm is not None and (isinstance(clip_norm, bool) or not clip_norm > 0 or not math.isfinite(clip_norm)):
+    if clip_norm is not None and (
+        isinstance(clip_norm, bool)
+        or not isinstance(clip_norm, (int, float, np.integer, np.floating))
+        or not clip_norm > 0
+        or not math.isfinite(clip_norm)
+    ):
         raise ValueError(f"clip_norm must be a positive finite number or None, got {clip_norm!r}")
+    donate = _checks.check_flag(donate, "donate")
     if mesh is not None:
         _parallel.replicated(mesh)  # validates
     return TrainStep(loss_fn, optimizer, clip_norm, mesh, donate)
@@ -521,13 +553,23 @@ def fit(
     _check_positive(max_bad_steps, "max_bad_steps")
     _check_positive(sync_every, "sync_every", allow_none=False)
     check_finite = _checks.check_flag(check_finite, "check_finite")
+    restore_best = _checks.check_flag(restore_best, "restore_best")
+    if progress is not None:
+        progress = _checks.check_flag(progress, "progress")
     if every is not None and checkpoint_dir is None:
         raise ValueError(f"every={every} needs checkpoint_dir, got checkpoint_dir=None")
+    if checkpoint_dir is not None and os.path.exists(checkpoint_dir) and not os.path.isdir(checkpoint_dir):
+        raise ValueError(f"checkpoint_dir must be a directory, got the file {os.fspath(checkpoint_dir)!r}")
     if history_path is not None:
         _history_format(history_path)
+        folder = os.path.dirname(os.path.abspath(os.fspath(history_path)))
+        if not os.path.isdir(folder):
+            raise ValueError(f"history_path's folder {folder!r} does not exist (history_path={history_path!r})")
     eval_source = None
     if eval_data is not None:
         eval_source = _epoch_source(eval_data)
+        if not callable(eval_data) and hasattr(eval_data, "__len__") and len(eval_data) == 0:
+            raise ValueError("eval_data must hold at least one batch, got an empty sequence")
         if eval_fn is None:
             if not isinstance(train_step, TrainStep):
                 raise ValueError("eval_data needs eval_fn when train_step does not come from make_train_step")
@@ -633,6 +675,9 @@ def fit(
                     show.show(epoch, epochs, index, total, loss, rate)
                 if checkpoint_now:
                     save_checkpoint(epoch, index, acc, elapsed_before + time.perf_counter() - t0, examples)
+        if acc is None and skip:
+            # a checkpoint taken after the epoch's last batch, before its end: finish the epoch from it
+            acc = _new_acc(list(partial["sums"]), partial["sums"], partial["weight"], partial["skipped"])
         if acc is None:
             raise ValueError(f"train_data for epoch {epoch} yielded no batches")
         check_bad(acc, epoch)
@@ -709,9 +754,11 @@ def fit_arrays(
         ``eval_loss`` (and ``eval_<name>``) and the best parameters are kept.
       eval_arrays: the batch ``eval_fn`` receives (e.g. the whole validation set).
       patience: stop after this many epochs without a new best evaluation loss (needs ``eval_fn``).
-      restore_best: return the parameters of the best evaluation loss (with ``eval_fn``); else the last ones.
+      restore_best: return the parameters of the best evaluation loss (with ``eval_fn``); else, or when no
+        evaluation loss was finite, the last ones.
       seed: the shuffling seed; the same seed gives the same run.
-      max_bad_steps: raise :class:`NonFiniteError` once this many consecutive steps were skipped as non-finite.
+      max_bad_steps: raise :class:`NonFiniteError` (after the epoch) once this many consecutive steps were skipped
+        as non-finite, within an epoch or across epochs.
       compiler_options: passed to ``jax.jit`` (e.g. ``{"xla_backend_optimization_level": 0}`` to compile faster).
       check_finite: raise ``ValueError`` (naming the array, the count and the first index) when a floating array
         of ``arrays`` or ``eval_arrays`` holds NaN or inf, before anything is compiled; otherwise every batch that
@@ -743,6 +790,16 @@ def fit_arrays(
         raise ValueError("patience needs eval_fn: early stopping watches the evaluation loss")
     if eval_fn is not None and eval_arrays is None:
         raise ValueError("eval_fn needs eval_arrays, the batch it evaluates")
+    if eval_fn is None and eval_arrays is not None:
+        raise ValueError("eval_arrays was given without eval_fn, the function that evaluates it")
+    restore_best = _checks.check_flag(restore_best, "restore_best")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if compiler_options is not None and not isinstance(compiler_options, Mapping):
+        raise TypeError(
+            f"compiler_options must be a dict of XLA options or None, got {type(compiler_options).__name__}"
+        )
+    train_step._check_state(state)
     if _checks.check_flag(check_finite, "check_finite"):
         for i, a in enumerate(host):
             _checks.check_finite(a, f"arrays[{i}]", hint=_NONFINITE_DATA_HINT)
@@ -751,20 +808,22 @@ def fit_arrays(
     def run_epoch(state, best, batches, eval_batch):
         def body(s, batch):
             s, metrics = train_step.jitted(s, batch)
-            return s, (metrics["loss"], metrics["skipped"])
+            return s, (metrics["loss"], metrics["skipped"], s.bad_steps)
 
-        state, (losses, skipped) = jax.lax.scan(body, state, batches)
+        state, (losses, skipped, bad_run) = jax.lax.scan(body, state, batches)
         ok = skipped == 0
-        train_loss = jnp.sum(jnp.where(ok, losses, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
+        n_ok = jnp.sum(ok)
+        train_loss = jnp.where(n_ok > 0, jnp.sum(jnp.where(ok, losses, 0.0)) / jnp.maximum(n_ok, 1), jnp.nan)
+        longest_bad = jnp.max(bad_run)
         if eval_fn is None:
-            return state, best, train_loss, jnp.sum(skipped), jnp.float32(jnp.nan), {}
+            return state, best, train_loss, jnp.sum(skipped), longest_bad, jnp.float32(jnp.nan), {}
         loss, aux = _call_loss(eval_fn, state.params, eval_batch)
         better = loss < best[1]
         best = (
             jax.tree.map(lambda new, old: jnp.where(better, new, old), state.params, best[0]),
             jnp.where(better, loss, best[1]),
         )
-        return state, best, train_loss, jnp.sum(skipped), loss, aux
+        return state, best, train_loss, jnp.sum(skipped), longest_bad, loss, aux
 
     compiled_epoch = jax.jit(run_epoch, compiler_options=compiler_options)
     steps_per_epoch = num_rows // int(batch_size)
@@ -774,12 +833,15 @@ def fit_arrays(
     for epoch in range(int(epochs)):
         order = rng.permutation(num_rows)[: steps_per_epoch * int(batch_size)].reshape(steps_per_epoch, -1)
         batches = tuple(a[order] for a in host)
-        state, best, train_loss, skipped, eval_loss, aux = compiled_epoch(state, best, batches, eval_arrays)
+        state, best, train_loss, skipped, longest_bad, eval_loss, aux = compiled_epoch(
+            state, best, batches, eval_arrays
+        )
         row = {"epoch": epoch, "train_loss": float(train_loss), "skipped": int(skipped)}
-        if int(state.bad_steps) >= max_bad_steps:
+        if int(longest_bad) >= max_bad_steps:
             raise NonFiniteError(
-                f"{int(state.bad_steps)} consecutive steps had a non-finite loss or gradient (epoch {epoch}, "
-                f"optimizer step {int(state.step)}); the state holds the last good parameters"
+                f"{int(longest_bad)} consecutive steps had a non-finite loss or gradient (epoch {epoch}, "
+                f"optimizer step {int(state.step)} at the epoch's end; max_bad_steps={max_bad_steps}). Lower the "
+                f"learning rate or clip gradients (clip_norm=...)"
             )
         if eval_fn is not None:
             row["eval_loss"] = float(eval_loss)
@@ -792,6 +854,6 @@ def fit_arrays(
                 wait += 1
                 if patience is not None and wait >= patience:
                     break
-    if eval_fn is not None and restore_best and history:
+    if eval_fn is not None and restore_best and np.isfinite(best_loss):
         state = state._replace(params=best[0])
     return state, history

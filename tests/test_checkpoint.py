@@ -1,6 +1,9 @@
 """Checkpoints: round trips of every kind of pytree, validation against `like`, atomicity, corruption."""
 
+import hashlib
+import json
 import os
+import stat
 
 import jax
 import jax.numpy as jnp
@@ -127,3 +130,58 @@ def test_save_rejects_bad_input(tmp_path):
         checkpoint.save(tmp_path / "a.ckpt", {"f": 1.0}, metadata={"x": object()})
     with pytest.raises(ValueError, match="path must be in an existing directory"):
         checkpoint.save(tmp_path / "nope" / "a.ckpt", {"f": 1.0})
+    with pytest.raises(ValueError, match="path must name a file, got the directory"):
+        checkpoint.save(tmp_path, {"f": 1.0})
+    with pytest.raises(ValueError, match="path must name a file, got the directory"):
+        checkpoint.save(str(tmp_path / "sub") + os.sep, {"f": 1.0})
+    circular: dict = {}
+    circular["self"] = circular
+    with pytest.raises(TypeError, match="metadata must be JSON-serialisable.*Circular reference"):
+        checkpoint.save(tmp_path / "a.ckpt", {"f": 1.0}, metadata=circular)
+    with pytest.raises(TypeError, match="metadata must be a dict or None, got list"):
+        checkpoint.save(tmp_path / "a.ckpt", {"f": 1.0}, metadata=[1, 2])
+    with pytest.raises(TypeError, match=r"metadata's keys must be strings .*got \[1\]"):
+        checkpoint.save(tmp_path / "a.ckpt", {"f": 1.0}, metadata={1: (2, 3)})
+    assert os.listdir(tmp_path) == []  # nothing half-written was left behind
+
+
+def test_save_keeps_the_replaced_files_permissions(tmp_path):
+    path = tmp_path / "a.ckpt"
+    checkpoint.save(path, {"f": 1.0})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # as open() would make it, not mkstemp's 0o600
+    path.chmod(0o640)
+    checkpoint.save(path, {"f": 2.0})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def _rewrite_header(path, edit):
+    """The file at ``path`` with its header edited and a valid checksum: damage the checksum cannot see."""
+    raw = path.read_bytes()
+    fixed = len(checkpoint.MAGIC) + checkpoint._PREFIX.size
+    _, header_len = checkpoint._PREFIX.unpack_from(raw, len(checkpoint.MAGIC))
+    header = json.loads(raw[fixed : fixed + header_len])
+    edit(header)
+    new_header = json.dumps(header).encode()
+    body = checkpoint.MAGIC + checkpoint._PREFIX.pack(checkpoint.VERSION, len(new_header)) + new_header
+    body += raw[fixed + header_len : -32]
+    path.write_bytes(body + hashlib.sha256(body).digest())
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda h: h["leaves"][0].pop("offset"),
+        lambda h: h.pop("metadata"),
+        lambda h: h["leaves"][0].update(dtype="notadtype"),
+        lambda h: h["leaves"][0].update(shape=[7, 7]),
+        lambda h: h.update(leaves=3),
+    ],
+)
+def test_a_header_missing_a_field_is_reported_as_corrupted(tmp_path, edit):
+    path = tmp_path / "a.ckpt"
+    checkpoint.save(path, {"f": np.ones(3, np.float32)})
+    _rewrite_header(path, edit)
+    with pytest.raises(checkpoint.CheckpointError, match="is corrupted: unreadable header"):
+        checkpoint.load(path, {"f": np.ones(3, np.float32)})

@@ -69,6 +69,20 @@ def test_scaler_constant_feature_and_ints():
     np.testing.assert_array_equal(scaler.inverse_transform(y), x)
 
 
+def test_scaler_keeps_precision_far_from_zero_on_jax_arrays():
+    # (x - m)·s + lo, not x·s + (lo - m·s): data near 3e6 with a span of 10 must not lose the span in float32
+    x = np.linspace(3e6, 3e6 + 10, 11)
+    scaler = MinMaxScaler().fit(x)
+    exact = (x - 3e6) / 5 - 1
+    on_device = np.asarray(scaler.transform(jnp.asarray(x, jnp.float32)), np.float64)
+    np.testing.assert_allclose(on_device, exact, atol=1e-6)
+    back = scaler.inverse_transform(jnp.asarray(exact, jnp.float32))
+    np.testing.assert_allclose(np.asarray(back, np.float64), x, atol=0.5)  # float32 holds 3e6 to 0.25
+    # x·s would overflow float16 (80000 > 65504) here; x − m does not
+    half = MinMaxScaler().fit([40000.0, 40001.0]).transform(jnp.array([40000.0], jnp.float16))
+    np.testing.assert_array_equal(np.asarray(half, np.float32), [-1.0])
+
+
 def test_scaler_errors():
     with pytest.raises(ValueError, match="not fitted yet: call scaler.fit"):
         MinMaxScaler().transform(np.zeros(3))
@@ -91,7 +105,15 @@ def test_scaler_errors():
         MinMaxScaler(1.0)
     with pytest.raises(ValueError, match=r"x must not be empty, got shape \[0\]"):
         MinMaxScaler().fit(np.zeros(0))
-    with pytest.raises(TypeError, match="x must be a numeric array, got dtype <U1"):
+    with pytest.raises(ValueError, match="x's range cannot be scaled in float64"):
+        MinMaxScaler().fit([-1e308, 1e308])
+    with pytest.raises(ValueError, match="x's range cannot be scaled in float64"):
+        MinMaxScaler().fit([0.0, 5e-324])
+    with pytest.raises(TypeError, match="x must be a real numeric array, got dtype complex128"):
+        MinMaxScaler().fit(np.array([1 + 1j, 2]))
+    with pytest.raises(TypeError, match="x must be a real numeric array, got dtype bool"):
+        MinMaxScaler().fit(jnp.array([True, False]))
+    with pytest.raises(TypeError, match="x must be a real numeric array, got dtype <U1"):
         MinMaxScaler().fit(np.array(["a"]))
 
 
@@ -159,6 +181,7 @@ def test_vocabulary_errors():
         Vocabulary.build("text")
     with pytest.raises(ValueError, match="max_size must be an int >= 2"):
         Vocabulary.build([["a"]], max_size=1)
+    assert len(Vocabulary.build([["a", "b", "a"]], max_size=np.int64(3))) == 3
     with pytest.raises(ValueError, match="min_freq must be a positive integer, got 0"):
         Vocabulary.build([["a"]], min_freq=0)
     with pytest.raises(ValueError, match="tokens must start with '<pad>', '<unk>'"):
@@ -202,6 +225,22 @@ def test_pad_sequences():
         data.pad_sequences([[1]], max_length=0)
 
 
+def test_pad_sequences_never_changes_a_value_by_casting():
+    assert data.pad_sequences([[1, 2], []])[0].dtype == np.int64  # the empty list does not make ids float
+    assert data.pad_sequences([[], []])[0].dtype == np.int32
+    np.testing.assert_array_equal(data.pad_sequences([[1.0, 2.0]], dtype=np.int32)[0], [[1, 2]])  # exact: fine
+    with pytest.raises(ValueError, match="pad_value holds values that dtype int64 cannot represent exactly, e.g. 0.5"):
+        data.pad_sequences([[1, 2, 3], [4]], pad_value=0.5)
+    with pytest.raises(ValueError, match="pad_value holds values that dtype int64 cannot"):
+        data.pad_sequences([[1, 2, 3], [4]], pad_value=float("nan"))
+    with pytest.raises(ValueError, match=r"seqs\[0\] holds values that dtype uint8 cannot represent exactly, e.g. 300"):
+        data.pad_sequences([[300, 2]], dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"seqs\[0\] holds values that dtype int32 cannot represent exactly, e.g. 1.7"):
+        data.pad_sequences([[1.7, 2.2], [4.9]], dtype=np.int32)
+    padded, _ = data.pad_sequences([[1.5, np.nan], [2.0]], pad_value=np.nan)
+    assert np.isnan(padded[1, 1]) and np.isnan(padded[0, 1])
+
+
 def test_pad_sequences_pre_padding_and_truncation_as_keras():
     seqs = [[1, 2, 3, 4], [5], []]
     padded, lengths = data.pad_sequences(seqs, max_length=3, padding="pre", truncating="pre")
@@ -236,7 +275,13 @@ def test_batches_share_one_permutation():
     with pytest.raises(ValueError, match="shuffle=True needs a PRNG key, got key=None"):
         next(data.batches(None, x, batch_size=2))
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
-        next(data.batches(None, x, batch_size=0, shuffle=False))
+        data.batches(None, x, batch_size=0, shuffle=False)  # at the call, not at the first batch
+    with pytest.raises(TypeError, match="drop_last must be a bool, got str"):
+        data.batches(None, x, batch_size=4, shuffle=False, drop_last="no")
+    with pytest.raises(TypeError, match="shuffle must be a bool, got str"):
+        data.batches(None, x, batch_size=4, shuffle="no")
+    with pytest.raises(TypeError, match="key must be a single PRNG key .*got int"):
+        data.batches(0, x, batch_size=4)
 
 
 def test_split():
@@ -252,3 +297,5 @@ def test_split():
         data.split(None, x, fractions=(0.5, 0.4), shuffle=False)
     with pytest.raises(ValueError, match="arrays: give at least one array"):
         data.split(None, shuffle=False)
+    with pytest.raises(TypeError, match="shuffle must be a bool, got str"):
+        data.split(None, x, shuffle="no")

@@ -64,6 +64,25 @@ def test_sequence_mse():
     assert jaxrnn.sequence_mse(preds, targets, jnp.array([3, 2])) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="targets must have the shape of predictions"):
         jaxrnn.sequence_mse(preds, targets[:, :2])
+    assert jaxrnn.sequence_mse([[[1.0]], [[2.0]]], [[[0.0]], [[0.0]]]) == pytest.approx(2.5)  # lists work
+    with pytest.raises(ValueError, match="predictions must have rank >= 1"):
+        jaxrnn.sequence_mse(jnp.float32(1), jnp.float32(0))
+    with pytest.raises(ValueError, match=r"logits must have rank >= 2 \(\[\*batch, T, C\]\), got shape \[3\]"):
+        jaxrnn.sequence_cross_entropy(jnp.zeros(3), jnp.array(1))
+    loss = jaxrnn.sequence_cross_entropy([[[0.0, 0.0]]], [[1]])
+    assert float(loss) == pytest.approx(np.log(2))
+
+
+def test_sequence_mask_checks_its_lengths_and_steps():
+    with pytest.raises(TypeError, match="lengths must be an integer array, got dtype float32"):
+        jaxrnn.sequence_mask(jnp.array([1.5, 2.0]), 3)
+    with pytest.raises(
+        ValueError, match=r"lengths must lie in \[0, 3\] \(the number of time steps\), got values in \[-1, 5\]"
+    ):
+        jaxrnn.sequence_mask([5, -1], 3)
+    with pytest.raises(ValueError, match="num_steps must be a non-negative integer, got -2"):
+        jaxrnn.sequence_mask(LENGTHS, -2)
+    np.testing.assert_array_equal(jaxrnn.sequence_mask([2, 0], 2, padding="pre"), [[1, 1], [0, 0]])
 
 
 def test_last_valid_is_many_to_one():

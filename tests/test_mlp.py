@@ -41,3 +41,23 @@ def test_mlp_errors():
         jaxrnn.mlp.apply(params.layers, jnp.zeros((5, 4)))
     with pytest.raises(TypeError, match="x must be a floating-point array"):
         jaxrnn.mlp.apply(params, jnp.zeros((5, 4), jnp.int32))
+    with pytest.raises(TypeError, match="key must be a single PRNG key"):
+        jaxrnn.mlp.init(0, [4, 2])
+    with pytest.raises(TypeError, match="sizes must be a list of layer sizes"):
+        jaxrnn.mlp.init(jax.random.key(0), 4)
+
+
+def test_params_are_checked_before_tracing():
+    params = jaxrnn.mlp.init(jax.random.key(0), [4, 3, 2])
+    x = jnp.zeros((5, 4))
+    with pytest.raises(ValueError, match="params.activation must be one of .*got 'gelu'"):
+        jaxrnn.mlp.apply(params._replace(activation="gelu"), x)
+    with pytest.raises(ValueError, match="params.layers must be a non-empty tuple"):
+        jaxrnn.mlp.apply(params._replace(layers=()), x)
+    column_bias = params.layers[1]._replace(b=params.layers[1].b[:, None])  # [out, 1]: a porting slip
+    with pytest.raises(ValueError, match=r"params.layers\[1\] must be DenseParams\(w \[in, out\], b \[out\]\), got w "
+                       r"\[3, 2\], b \[2, 1\]"):  # fmt: skip
+        jaxrnn.mlp.apply(params._replace(layers=(params.layers[0], column_bias)), x)
+    wrong_chain = (params.layers[0], jaxrnn.mlp.init(jax.random.key(1), [5, 2]).layers[0])
+    with pytest.raises(ValueError, match=r"params.layers\[1\].w takes 5 inputs, the layer before gives 3"):
+        jaxrnn.mlp.apply(params._replace(layers=wrong_chain), x)

@@ -59,7 +59,7 @@ def test_init_state_copies_params():
     assert float(jnp.sum(params["w"])) == 0.0
     with pytest.raises(TypeError, match="optimizer must be an optax.GradientTransformation .*got str"):
         init_state(params, "adam", KEY)
-    with pytest.raises(TypeError, match=r"key must be a PRNG key \(jax.random.key\(seed\) .*got int"):
+    with pytest.raises(TypeError, match=r"key must be a single PRNG key \(jax.random.key\(seed\) .*got int"):
         init_state(params, optax.adam(1e-2), 0)
 
 
@@ -165,6 +165,43 @@ def test_step_errors():
         make_train_step(_linear_loss, opt)({"params": 1}, _regression())
     with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
         make_train_step(_linear_loss, opt, mesh="cpu")
+    with pytest.raises(ValueError, match="clip_norm must be a positive finite number or None, got '1'"):
+        make_train_step(_linear_loss, opt, clip_norm="1")
+    with pytest.raises(TypeError, match="donate must be a bool, got str"):
+        make_train_step(_linear_loss, opt, donate="no")
+    with pytest.raises(TypeError, match=r"key must be a single PRNG key .*shape \[3\]"):
+        init_state(_linear_params(), opt, jax.random.split(KEY, 3))
+
+
+def test_step_checks_the_state_against_its_optimizer_and_donation():
+    sgd, adam = optax.sgd(0.1), optax.adam(0.1)
+    with pytest.raises(ValueError, match="state.opt_state does not match this train step's optimizer"):
+        make_train_step(_linear_loss, adam)(init_state(_linear_params(), sgd, KEY), _regression())
+    state = init_state(_linear_params(), sgd, KEY)
+    with pytest.raises(ValueError, match="state.opt_state does not match"):  # params of another structure
+        make_train_step(_linear_loss, optax.adam(0.1))(
+            init_state(_linear_params(), adam, KEY)._replace(params={"w": jnp.zeros((3, 1))}), _regression()
+        )
+    step = make_train_step(_linear_loss, sgd)
+    new, _ = step(state, _regression())
+    with pytest.raises(ValueError, match="state holds arrays that were donated to an earlier step"):
+        step(state, _regression())
+    step(new, _regression())  # the returned state is fine
+    kept = make_train_step(_linear_loss, sgd, donate=False)
+    state = init_state(_linear_params(), sgd, KEY)
+    kept(state, _regression())
+    kept(state, _regression())  # not donated: reusable
+
+
+def test_line_search_optimizer_gets_value_and_value_fn():
+    x, y = _regression()
+    opt = optax.lbfgs()
+    step = make_train_step(lambda p, b: _linear_loss(p, b)[0], opt)
+    state = init_state(_linear_params(), opt, KEY)
+    for _ in range(20):
+        state, metrics = step(state, (x, y))
+    assert float(metrics["loss"]) < 1e-8 and int(metrics["skipped"]) == 0
+    np.testing.assert_allclose(np.asarray(state.params["w"])[:, 0], [1.0, -2.0, 0.5], atol=1e-4)
 
 
 def test_evaluate_weights_by_batch_size():
@@ -331,6 +368,29 @@ def test_resume_is_bitwise_identical(tmp_path):
     assert _leaves_equal(again.params, full.params) and len(history2) == 3
 
 
+def test_resume_from_a_checkpoint_after_an_epochs_last_batch(tmp_path):
+    # every=4 with 4 batches per epoch saves after the last batch; a crash in the evaluation that follows
+    # leaves that checkpoint: the resumed run must finish the epoch from it, not fail on an empty epoch
+    params, opt, step, train = _resume_setup()
+    eval_batches = [next(iter(train(0)))]
+    full, full_history = fit(init_state(params, opt, KEY), step, train, epochs=2, eval_data=eval_batches,
+                             progress=False)  # fmt: skip
+
+    def crashing_eval(epoch):
+        raise KeyboardInterrupt("simulated crash during evaluation")
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(init_state(params, opt, KEY), step, train, epochs=2, eval_data=crashing_eval, checkpoint_dir=ckpt,
+            every=4, progress=False)  # fmt: skip
+    assert checkpoint.metadata(ckpt / "train.ckpt")["batch"] == 4
+    resumed, history = fit(init_state(params, opt, KEY), step, train, epochs=2, eval_data=eval_batches,
+                           checkpoint_dir=ckpt, every=4, progress=False)  # fmt: skip
+    assert _leaves_equal(resumed.params, full.params)
+    for key in ("train_loss", "eval_loss", "batches", "step"):
+        assert [h[key] for h in history] == [h[key] for h in full_history]
+
+
 def test_fit_errors(tmp_path):
     opt = optax.sgd(0.1)
     state = init_state(_linear_params(), opt, KEY)
@@ -352,6 +412,17 @@ def test_fit_errors(tmp_path):
         fit(state, step, [], progress=False)
     with pytest.raises(TypeError, match="state must be a TrainState"):
         fit(state.params, step, good)
+    with pytest.raises(ValueError, match="history_path's folder .*missing.* does not exist"):
+        fit(state, step, good, history_path=tmp_path / "missing" / "h.jsonl")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="checkpoint_dir must be a directory, got the file"):
+        fit(state, step, good, checkpoint_dir=tmp_path / "afile")
+    with pytest.raises(ValueError, match="eval_data must hold at least one batch"):
+        fit(state, step, good, eval_data=[])
+    with pytest.raises(TypeError, match="progress must be a bool, got str"):
+        fit(state, step, good, progress="no")
+    with pytest.raises(TypeError, match="restore_best must be a bool, got str"):
+        fit(state, step, good, restore_best="no")
 
 
 # --- fit_arrays: in-memory data, one compiled call per epoch ---------------------------------------------------------
@@ -453,3 +524,48 @@ def test_fit_arrays_errors():
         jaxrnn.train.fit_arrays(state, step, (x, y), batch_size=4, patience=2)
     with pytest.raises(TypeError, match="train_step must come from make_train_step"):
         jaxrnn.train.fit_arrays(state, loss_fn, (x, y), batch_size=4)
+    with pytest.raises(ValueError, match="eval_arrays was given without eval_fn"):
+        jaxrnn.train.fit_arrays(state, step, (x, y), batch_size=4, eval_arrays=(x, y))
+    with pytest.raises(ValueError, match="seed must be a non-negative integer, got -1"):
+        jaxrnn.train.fit_arrays(state, step, (x, y), batch_size=4, seed=-1)
+    with pytest.raises(TypeError, match="compiler_options must be a dict of XLA options or None, got int"):
+        jaxrnn.train.fit_arrays(state, step, (x, y), batch_size=4, compiler_options=3)
+    with pytest.raises(TypeError, match="restore_best must be a bool"):
+        jaxrnn.train.fit_arrays(state, step, (x, y), batch_size=4, restore_best="no")
+    with pytest.raises(ValueError, match="state.opt_state does not match"):
+        jaxrnn.train.fit_arrays(jaxrnn.init_state(params, optax.adam(0.1), jax.random.key(0)), step, (x, y),
+                                batch_size=4)  # fmt: skip
+
+
+def test_fit_arrays_catches_a_run_of_bad_steps_inside_an_epoch_and_reports_all_skipped_as_nan():
+    x, y, params, _, _ = _linear_problem(n=40)
+    flagged = np.zeros(40, np.float32)
+    flagged[:20] = 1.0  # a loss of NaN on these rows: with batch_size=1, runs of bad steps mid-epoch
+
+    def loss_fn(p, batch):
+        xb, yb, fb = batch
+        return jnp.mean((xb @ p["w"] + p["b"] - yb) ** 2) + jnp.where(fb[0] > 0, jnp.nan, 0.0)
+
+    opt = optax.sgd(0.01)
+    order = np.random.default_rng(0).permutation(40)
+    longest = max(len(run) for run in "".join("b" if flagged[i] else "." for i in order).split("."))
+    assert 3 <= longest < 10  # the seed's order ends with good steps, so only a mid-epoch check catches it
+    state = jaxrnn.init_state(params, opt, jax.random.key(0))
+    with pytest.raises(jaxrnn.train.NonFiniteError, match=f"{longest} consecutive steps had a non-finite"):
+        jaxrnn.train.fit_arrays(state, jaxrnn.make_train_step(loss_fn, opt), (x, y, flagged), batch_size=1,
+                                max_bad_steps=3, check_finite=False)  # fmt: skip
+    all_bad = np.ones(40, np.float32)
+    state = jaxrnn.init_state(params, opt, jax.random.key(0))
+    _, history = jaxrnn.train.fit_arrays(state, jaxrnn.make_train_step(loss_fn, opt), (x, y, all_bad),
+                                         batch_size=8, epochs=1, check_finite=False)  # fmt: skip
+    assert np.isnan(history[0]["train_loss"]) and history[0]["skipped"] == 5
+
+
+def test_fit_arrays_keeps_the_trained_params_when_no_evaluation_loss_is_finite():
+    x, y, params, loss_fn, _ = _linear_problem()
+    opt = optax.sgd(0.1)
+    state = jaxrnn.init_state(params, opt, jax.random.key(0))
+    nan_eval = lambda p, b: jnp.float32(jnp.nan) + 0 * jnp.sum(p["w"])  # noqa: E731
+    state, history = jaxrnn.train.fit_arrays(state, jaxrnn.make_train_step(loss_fn, opt), (x, y), batch_size=8,
+                                             epochs=3, eval_fn=nan_eval, eval_arrays=(x, y))  # fmt: skip
+    assert int(state.step) == 24 and float(jnp.abs(state.params["w"]).sum()) > 0.5
