@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxrnn._checks import as_float_array, check_resets, check_tree_matches, is_concrete, shape_str
+from jaxrnn._checks import as_float_array, check_flag, check_resets, check_tree_matches, is_concrete, shape_str
 from jaxrnn.cells import elman as _elman
 from jaxrnn.cells import gru as _gru
 from jaxrnn.cells import lstm as _lstm
@@ -576,6 +576,7 @@ def bptt(
     Returns:
       ``(dparams, dxs, dcarry0)``: the params' own type; ``dxs`` in the layout of ``xs``; ``dcarry0`` like the carry.
     """
+    reverse = check_flag(reverse, "reverse")
     rule = step_rule(cell)
     if rule is None:
         name = getattr(cell, "name", type(cell).__name__)

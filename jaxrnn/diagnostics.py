@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxrnn._checks import check_resets
@@ -126,9 +127,18 @@ def gradient_flow(
     _hidden_of(prep.carry, cell.name)  # raises early for carries without a hidden state
     batch_ndim = len(prep.batch_shape)
 
+    if math.prod(prep.batch_shape) == 0:
+        raise ValueError(f"xs must hold at least one sequence, got batch shape {list(prep.batch_shape)}")
+
     final, _ = lax.scan(lambda c, x: cell.step(params, c, x), prep.carry, prep.xs)
     h_last = _hidden_of(final, cell.name)
     loss = loss_fn(h_last)
+    if not hasattr(loss, "dtype"):
+        if isinstance(loss, bool) or not isinstance(loss, (int, float)):
+            raise TypeError(f"loss_fn must return a real scalar (a jax or Python number), got {type(loss).__name__}")
+        loss = jnp.asarray(loss)
+    if not (jnp.issubdtype(loss.dtype, jnp.floating) or jnp.issubdtype(loss.dtype, jnp.integer)):
+        raise TypeError(f"loss_fn must return a real scalar, got dtype {loss.dtype}")
     if jnp.shape(loss) != ():
         raise ValueError(f"loss_fn must return a scalar, got shape {jnp.shape(loss)}")
     g_last = jax.grad(lambda h: jnp.asarray(loss_fn(h), h.dtype))(h_last)
@@ -315,8 +325,11 @@ def lyapunov_spectrum(
 
     ``λ_1 < 0`` means every perturbation — and so every gradient carried back through time — shrinks
     exponentially (``e^{λ_1 t}``); ``λ_1 > 0`` means some grow (chaos, exploding gradients); an exponent near 0 is a
-    direction that memory can live in (the LSTM's cell state, when its forget gate is near 1). Exactly,
-    ``T·Σ_i λ_i = Σ_t log |det J_t|`` for ``k = S`` and ``T·λ_1 = log ‖J_{T-1} ⋯ J_0 e_1‖`` (``warmup = 0``).
+    direction that memory can live in (the LSTM's cell state, when its forget gate is near 1). Exactly (``warmup =
+    0``): ``T·Σ_i λ_i = Σ_t log |det J_t|`` for ``k = S``, and the first column's sum is ``log ‖J_{T-1} ⋯ J_0
+    e_1‖``, which is ``T·λ_1`` for ``k = 1``; for ``k > 1`` the columns' rates are sorted, so over a finite ``T``
+    another column's rate may come first. Half-precision cells are differentiated in their dtype and their QR runs
+    in float32 (float32 exponents).
 
     Args:
       xs: ``[*batch, T, D]`` (``[T, *batch, D]`` with ``time_major``), the driving input.
@@ -331,15 +344,17 @@ def lyapunov_spectrum(
     xs_flat, s0, step_flat, size, batch_shape = _per_sequence_setup(cell, params, xs, carry, time_major)
     num_steps = xs_flat.shape[0]
     k = size if num_exponents is None else num_exponents
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= size:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= size:
         raise ValueError(f"num_exponents must be an int in [1, {size}] (the state size), got {num_exponents!r}")
     if num_steps == 0:
         raise ValueError("lyapunov_spectrum needs at least one step: xs has T = 0")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < num_steps:
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or not 0 <= warmup < num_steps:
         raise ValueError(f"warmup must be an int in [0, T) = [0, {num_steps}), got {warmup!r}")
+    k, warmup = int(k), int(warmup)
+    work = jnp.promote_types(s0.dtype, jnp.float32)  # LAPACK's QR has no half-precision kernels
 
     def one_step(s, q, x):
-        j = jax.jacfwd(step_flat)(s, x)
+        j = jax.jacfwd(step_flat)(s, x).astype(work)
         q_new, r = jnp.linalg.qr(j @ q)
         return step_flat(s, x), q_new, jnp.log(jnp.abs(jnp.diagonal(r)))
 
@@ -352,8 +367,8 @@ def lyapunov_spectrum(
         return (s, q, total + jnp.where(t >= warmup, logs, 0.0)), None
 
     n = s0.shape[0]
-    q0 = jnp.broadcast_to(jnp.eye(size, k, dtype=s0.dtype), (n, size, k))
-    total0 = jnp.zeros((n, k), s0.dtype)
+    q0 = jnp.broadcast_to(jnp.eye(size, k, dtype=work), (n, size, k))
+    total0 = jnp.zeros((n, k), work)
     (_, _, total), _ = lax.scan(body, (s0, q0, total0), (jnp.arange(num_steps), xs_flat))
     exponents = -jnp.sort(-total / (num_steps - warmup), axis=-1)
     return exponents.reshape((*batch_shape, k))

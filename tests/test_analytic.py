@@ -177,6 +177,9 @@ def test_bptt_errors_name_the_argument():
     mine = jaxrnn.Cell(jaxrnn.elman.init, jaxrnn.elman.initial_state, lambda p, c, x: jaxrnn.elman.step(p, c, x))
     with pytest.raises(ValueError, match="built-in cell"):
         analytic.bptt(mine, params, xs, carry0, dys)
+    for flag in ("no", None, jnp.array(False)):
+        with pytest.raises(TypeError, match="reverse must be a bool"):
+            analytic.bptt(cell, params, xs, carry0, dys, reverse=flag)
 
 
 # ------------------------------------------------------------------------------------------------------------

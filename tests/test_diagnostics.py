@@ -108,6 +108,12 @@ def test_gradient_flow_errors():
     )
     with pytest.raises(ValueError, match="field named 'h'"):
         diagnostics.gradient_flow(odd, params, xs)
+    with pytest.raises(TypeError, match="loss_fn must return a real scalar .*got NoneType"):
+        diagnostics.gradient_flow(cell, params, xs, loss_fn=lambda h: None)
+    with pytest.raises(TypeError, match="loss_fn must return a real scalar, got dtype complex128"):
+        diagnostics.gradient_flow(cell, params, xs, loss_fn=lambda h: jnp.sum(h) * 1j)
+    with pytest.raises(ValueError, match=r"xs must hold at least one sequence, got batch shape \[0\]"):
+        diagnostics.gradient_flow(cell, params, jnp.zeros((0, T, D)))
 
 
 def test_gate_traces_lstm_gru_elman():
@@ -230,6 +236,18 @@ def test_lyapunov_spectrum_identities(name, x64):
         np.testing.assert_allclose(float(first[b, 0]) * 12, float(jnp.log(jnp.linalg.norm(v))), rtol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_lyapunov_spectrum_of_a_half_precision_cell_runs_its_qr_in_float32(dtype):
+    params = jaxrnn.lstm.init(jax.random.key(2), 3, 4)
+    xs = jax.random.normal(jax.random.key(3), (2, 12, 3), jnp.float32)
+    half = diagnostics.lyapunov_spectrum(
+        jaxrnn.lstm, jax.tree.map(lambda a: a.astype(dtype), params), xs.astype(dtype), num_exponents=3
+    )
+    full = diagnostics.lyapunov_spectrum(jaxrnn.lstm, params, xs, num_exponents=3)
+    assert half.dtype == jnp.float32 and half.shape == (2, 3)
+    np.testing.assert_allclose(np.asarray(half), np.asarray(full), atol=0.05)
+
+
 def test_lyapunov_spectrum_of_a_scaled_identity_recurrence():
     """Elman with w_h = a·I, zero input weights and bias: h stays 0, J_t = a·I, every exponent is log a."""
     for a in (0.5, 1.5):
@@ -254,6 +272,8 @@ def test_state_jacobian_and_lyapunov_errors():
         diagnostics.lyapunov_spectrum(jaxrnn.gru, params, xs, warmup=6)
     with pytest.raises(ValueError, match=r"needs at least one step: xs has T = 0"):
         diagnostics.lyapunov_spectrum(jaxrnn.gru, params, jnp.zeros((2, 0, 3)))
+    numpy_ints = diagnostics.lyapunov_spectrum(jaxrnn.gru, params, xs, num_exponents=np.int64(2), warmup=np.int32(1))
+    assert numpy_ints.shape == (2, 2)
     matrix_cell = jaxrnn.Cell(
         init=lambda key, d, h, dtype=None: jnp.zeros((d, h)),
         initial_state=lambda p, batch_shape=(): jnp.zeros((*batch_shape, 2, p.shape[1])),
