@@ -12,17 +12,44 @@ Inside, a study does ``ctx = Context("iris_mlp", config, defaults)`` and then ``
 
 from __future__ import annotations
 
+import argparse
+import ast
 import json
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Context", "format_table", "scan_steps", "to_jsonable"]
+__all__ = [
+    "COMMON_KEYS",
+    "CONFIG_TYPES",
+    "Context",
+    "boolean",
+    "existing_file",
+    "finite_float",
+    "format_table",
+    "fractions",
+    "int_at_least",
+    "integer",
+    "list_of",
+    "names_list",
+    "non_empty_text",
+    "non_negative_int",
+    "optional",
+    "output_dir",
+    "positive_float",
+    "positive_int",
+    "rate",
+    "resolve_config",
+    "scan_steps",
+    "study_keys",
+    "to_jsonable",
+]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -85,6 +112,316 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     return "\n".join(out)
 
 
+# ------------------------------------------------------------------------------------------ validating settings
+# One mechanism for the command line's flags (argparse ``type=``) and its ``--set KEY=VALUE`` overrides: each function
+# takes the text as typed (or an already-parsed Python value), returns the converted value, and raises
+# argparse.ArgumentTypeError saying what was expected and what came. ``fn.expected`` is that expectation in words.
+
+
+def _expects(expected: str):
+    def wrap(fn):
+        fn.expected = expected
+        return fn
+
+    return wrap
+
+
+def _fail(fn, value) -> None:
+    raise argparse.ArgumentTypeError(f"expected {fn.expected}, got {value!r}")
+
+
+def _literal(value):
+    """A Python literal typed on the command line (``5``, ``None``, ``(0.8, 0.1, 0.1)``); other text as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return value
+
+
+def _as_int(value):
+    v = _literal(value)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        return None
+    return int(v)
+
+
+def _as_float(value):
+    if isinstance(value, str):
+        try:
+            v = float(value.strip())
+        except ValueError:
+            return None
+    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    else:
+        v = float(value)
+    return v if math.isfinite(v) else None
+
+
+@_expects("an integer")
+def integer(value) -> int:
+    v = _as_int(value)
+    if v is None:
+        _fail(integer, value)
+    return v
+
+
+@_expects("a positive integer")
+def positive_int(value) -> int:
+    v = _as_int(value)
+    if v is None or v < 1:
+        _fail(positive_int, value)
+    return v
+
+
+@_expects("a non-negative integer")
+def non_negative_int(value) -> int:
+    v = _as_int(value)
+    if v is None or v < 0:
+        _fail(non_negative_int, value)
+    return v
+
+
+def int_at_least(low: int, why: str = "") -> Callable:
+    """An integer ``>= low`` (``why``: the reason, shown in the message)."""
+
+    @_expects(f"an integer >= {low}{f' ({why})' if why else ''}")
+    def check(value) -> int:
+        v = _as_int(value)
+        if v is None or v < low:
+            _fail(check, value)
+        return v
+
+    return check
+
+
+@_expects("a finite number")
+def finite_float(value) -> float:
+    v = _as_float(value)
+    if v is None:
+        _fail(finite_float, value)
+    return v
+
+
+@_expects("a positive finite number")
+def positive_float(value) -> float:
+    v = _as_float(value)
+    if v is None or not v > 0:
+        _fail(positive_float, value)
+    return v
+
+
+@_expects("a number in [0, 1)")
+def rate(value) -> float:
+    v = _as_float(value)
+    if v is None or not 0.0 <= v < 1.0:
+        _fail(rate, value)
+    return v
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+@_expects("true or false")
+def boolean(value) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    _fail(boolean, value)
+
+
+@_expects("a non-empty text")
+def non_empty_text(value) -> str:
+    v = _literal(value)  # a quoted literal ('"Return the "') is unquoted, anything else is taken as typed
+    v = v if isinstance(v, str) else value
+    if not isinstance(v, str) or not v:
+        _fail(non_empty_text, value)
+    return v
+
+
+@_expects("an existing, readable file")
+def existing_file(value) -> str:
+    path = Path(str(value)) if isinstance(value, (str, os.PathLike)) else None
+    if path is None or not str(value):
+        _fail(existing_file, value)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"expected an existing, readable file, got {str(value)!r} (no such file)")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"expected an existing, readable file, got {str(value)!r} (not a file)")
+    if not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"expected an existing, readable file, got {str(value)!r} (not readable)")
+    return str(value)
+
+
+@_expects("a folder path (not an existing file)")
+def output_dir(value) -> str:
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        _fail(output_dir, value)
+    if Path(str(value)).exists() and not Path(str(value)).is_dir():
+        raise argparse.ArgumentTypeError(f"expected a folder path, got {str(value)!r} (an existing file)")
+    return str(value)
+
+
+def optional(check: Callable) -> Callable:
+    """``check``, or None (typed ``None``)."""
+
+    @_expects(f"{check.expected}, or None")
+    def check_or_none(value):
+        if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+            return None
+        try:
+            return check(value)
+        except argparse.ArgumentTypeError as err:  # the same message, saying None is allowed too
+            prefix = f"expected {check.expected}"
+            text = str(err)
+            raise argparse.ArgumentTypeError(
+                text.replace(prefix, f"expected {check_or_none.expected}", 1) if text.startswith(prefix) else text
+            ) from None
+
+    return check_or_none
+
+
+def _items(value):
+    v = _literal(value)
+    if isinstance(v, str):  # 10,30 or lstm,gru: comma-separated, as typed
+        v = [part.strip() for part in v.split(",")]
+    elif not isinstance(v, (list, tuple)):
+        v = [v]
+    return list(v)
+
+
+def list_of(check: Callable) -> Callable:
+    """A non-empty list of ``check`` values: ``10,30``, ``[10, 30]`` or a single ``10``."""
+
+    @_expects(f"one or more values (e.g. 10,30), each {check.expected}")
+    def check_list(value) -> list:
+        items = _items(value)
+        if not items or any(item == "" for item in items):
+            _fail(check_list, value)
+        try:
+            return [check(item) for item in items]
+        except argparse.ArgumentTypeError:
+            _fail(check_list, value)
+
+    check_list.item = check
+    return check_list
+
+
+def names_list(*names: str) -> Callable:
+    """A non-empty list of names from ``names``: ``lstm,gru`` or ``['lstm', 'gru']``."""
+
+    @_expects(f"a non-empty list of names from {', '.join(names)}")
+    def check(value) -> list:
+        items = _items(value)
+        if not items or any(not isinstance(item, str) or item not in names for item in items):
+            _fail(check, value)
+        return items
+
+    return check
+
+
+@_expects("three positive numbers summing to 1 (train, validation, test), e.g. (0.8, 0.1, 0.1)")
+def fractions(value) -> tuple:
+    items = _items(value)
+    numbers = [_as_float(item) for item in items]
+    if len(items) != 3 or any(v is None or not v > 0 for v in numbers) or abs(sum(numbers) - 1.0) > 1e-6:
+        _fail(fractions, value)
+    return tuple(_literal(item) for item in items)
+
+
+# every setting a study reads from its config, with its type; a study's valid keys are its DEFAULTS and QUICK keys
+# (see study_keys) plus COMMON_KEYS, and a test checks that each has an entry here
+CONFIG_TYPES: dict[str, Callable] = {
+    # every study
+    "quick": boolean,
+    "seed": non_negative_int,
+    "out": output_dir,
+    "verbose": boolean,
+    # shared names (the same meaning wherever they appear)
+    "hidden": positive_int,
+    "embed": positive_int,
+    "batch_size": positive_int,
+    "epochs": positive_int,
+    "steps": positive_int,
+    "steps_per_epoch": positive_int,
+    "patience": optional(positive_int),
+    "lr": positive_float,
+    "fractions": fractions,
+    # iris_mlp
+    "seed_iters": positive_int,
+    "eta": positive_float,
+    # sequence_forecast
+    "frames_hidden": positive_int,
+    "frames_steps": positive_int,
+    "window": positive_int,
+    "horizon": positive_int,
+    "lstm_forget_bias": finite_float,
+    "train_end": integer,
+    "val_end": integer,
+    # lstm_walkthrough
+    "train_until": integer,
+    # vanishing_gradients
+    "flow_steps": positive_int,
+    "flow_hidden": positive_int,
+    "flow_input": positive_int,
+    "flow_batch": positive_int,
+    "lengths": list_of(int_at_least(2, "a marker in each half of the sequence")),
+    "clip_norm": optional(positive_float),
+    "eval_size": positive_int,
+    "share_compile": boolean,
+    "adding_cells": names_list("elman", "lstm", "gru"),
+    # word_order
+    "keras_epochs": positive_int,
+    "keras_lr": positive_float,
+    "compare_keras": boolean,
+    # char_lm
+    "text": optional(existing_file),
+    "max_chars": optional(positive_int),
+    "seq_len": positive_int,
+    "temperature": positive_float,
+    "sample_len": positive_int,
+    "prompt": non_empty_text,
+    "eval_streams": positive_int,
+    # sentiment
+    "data": optional(existing_file),
+    "bidirectional": boolean,
+    "max_length": positive_int,
+    "min_freq": positive_int,
+    "dropout": rate,
+}
+COMMON_KEYS = ("quick", "seed", "out", "verbose")
+
+
+def study_keys(name: str) -> set[str]:
+    """The settings study ``name`` reads: the keys of its module's ``DEFAULTS`` and ``QUICK`` dicts, read from its
+    source (no import: checking a command line must not wait for jax), plus :data:`COMMON_KEYS`."""
+    source = (Path(__file__).parent / f"{name}.py").read_text(encoding="utf-8")
+    keys = set(COMMON_KEYS)
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) in ("DEFAULTS", "QUICK") for t in node.targets):
+            if not isinstance(node.value, ast.Dict) or any(not isinstance(k, ast.Constant) for k in node.value.keys):
+                raise TypeError(f"experiments/{name}.py: DEFAULTS and QUICK must be dict literals with literal keys")
+            keys.update(k.value for k in node.value.keys)
+    return keys
+
+
+def resolve_config(config: dict | None, defaults: dict | None = None, quick_defaults: dict | None = None) -> dict:
+    """The settings a study runs with: ``config`` (None values ignored) over ``quick_defaults`` (when
+    ``config["quick"]``) over ``defaults``. :class:`Context` uses it, and so can a study's ``check_config``."""
+    config = dict(config or {})
+    merged = dict(defaults or {})
+    if bool(config.get("quick", False)):
+        merged.update(quick_defaults or {})
+    merged.update({k: v for k, v in config.items() if v is not None})
+    return merged
+
+
 class Context:
     """One study run: resolved config, output folder, timing, progress and outputs."""
 
@@ -100,10 +437,7 @@ class Context:
         self.out = Path(config.get("out") or Path("runs") / name)
         self.out.mkdir(parents=True, exist_ok=True)
         self.verbose = bool(config.get("verbose", True))
-        merged = dict(defaults or {})
-        if self.quick:
-            merged.update(quick_defaults or {})
-        merged.update({k: v for k, v in config.items() if v is not None})
+        merged = resolve_config(config, defaults, quick_defaults)
         merged.update(quick=self.quick, seed=self.seed, out=str(self.out))
         self.config = merged
         self.figures: list[str] = []

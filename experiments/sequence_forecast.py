@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 import jaxrnn
-from experiments._common import Context, scan_steps
+from experiments._common import Context, resolve_config, scan_steps
 from jaxrnn.datasets import load_sunspots
 
 CELLS = {"elman": jaxrnn.elman, "lstm": jaxrnn.lstm, "gru": jaxrnn.gru}
@@ -44,6 +44,40 @@ DEFAULTS = {
     "val_end": 1960,
 }
 QUICK = {"frames_steps": 60, "hidden": 16, "epochs": 25, "patience": 10, "lr": 1e-2}
+
+
+def _split_sizes(years, window: int, horizon: int, train_end: int, val_end: int) -> dict:
+    """How many training, validation and test windows the chronological split of ``years`` gives."""
+    first = years[window : len(years) - horizon + 1]  # the first target year of each window
+    last = first + horizon - 1
+    return {
+        "training": int(np.sum(last < train_end)),
+        "validation": int(np.sum((first >= train_end) & (last < val_end))),
+        "test": int(np.sum(first >= val_end)),
+    }
+
+
+def check_config(config: dict) -> None:
+    """Raise ValueError, before any work, if ``window``, ``horizon``, ``train_end``, ``val_end`` and ``batch_size``
+    leave the sunspot years (1700-2008) without a full training batch or a test window (an empty validation split
+    is let through, as it always was)."""
+    c = resolve_config(config, DEFAULTS, QUICK)
+    years, _ = load_sunspots()
+    window, horizon, train_end, val_end = int(c["window"]), int(c["horizon"]), int(c["train_end"]), int(c["val_end"])
+    need = {"training": int(c["batch_size"]), "validation": 0, "test": 1}
+
+    def short(h):
+        sizes = _split_sizes(years, window, h, train_end, val_end)
+        return [f"{sizes[k]} {k} (need >= {need[k]})" for k in sizes if sizes[k] < need[k]]
+
+    problems = short(horizon)
+    if problems:
+        fits = [h for h in range(1, len(years)) if not short(h)]
+        hint = f"at most horizon={fits[-1]} fits" if fits else "no horizon fits them"
+        raise ValueError(
+            f"horizon={horizon} with window={window}, train_end={train_end}, val_end={val_end} and batch_size="
+            f"{need['training']} leaves {', '.join(problems)} windows in the years {years[0]}-{years[-1]}; {hint}"
+        )
 
 
 def _scaler(fit_values):
@@ -255,6 +289,7 @@ def _figures(ctx: Context, frames: dict, sun: dict) -> None:
 
 
 def run(config: dict | None = None) -> dict:
+    check_config(config or {})
     ctx = Context("sequence_forecast", config, DEFAULTS, QUICK)
     frames = part_frames(ctx)
     sun = part_sunspots(ctx)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import experiments
+import experiments.__main__
 from experiments import STUDIES
 from experiments.__main__ import main
 
@@ -153,3 +154,109 @@ def test_sentiment_data_file(tmp_path):
     m = run_quick("sentiment", tmp_path, data=str(path), epochs=3)
     assert m["n_texts"] == 300
     assert m["test_accuracy"] > 0.9
+
+
+# ------------------------------------------------------------------------------------ the command line's checks
+# each bad argument is a usage error (exit code 2) at parsing, naming the flag, before any study starts
+
+
+def cli_error(capsys, *argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", *argv])
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["vanishing_gradients", "--quick", "--lengths", "0"], ["--lengths", "integer >= 2", "'0'"]),
+        (["vanishing_gradients", "--lengths", "10", "-5"], ["--lengths", "integer >= 2", "'-5'"]),
+        (["sequence_forecast", "--quick", "--horizon", "0"], ["--horizon", "positive integer", "'0'"]),
+        (["iris_mlp", "--epochs", "-1"], ["--epochs", "positive integer", "'-1'"]),
+        (["iris_mlp", "--epochs", "2.5"], ["--epochs", "positive integer", "'2.5'"]),
+        (["iris_mlp", "--seed", "-1"], ["--seed", "non-negative integer"]),
+        (["char_lm", "--temperature", "0"], ["--temperature", "positive", "'0'"]),
+        (["char_lm", "--temperature", "-0.5"], ["--temperature", "positive", "'-0.5'"]),
+        (["char_lm", "--temperature", "nan"], ["--temperature", "finite"]),
+        (["char_lm", "--text", "/nonexistent/file.txt"], ["--text", "existing", "no such file"]),
+        (["sentiment", "--data", "/nonexistent/data.tsv"], ["--data", "existing", "no such file"]),
+        (["iris_mlp", "--out", __file__], ["--out", "existing file"]),
+        # a study-specific flag for a study without that setting
+        (["iris_mlp", "--horizon", "3"], ["--horizon", "iris_mlp", "sequence_forecast"]),
+        (["char_lm", "--epochs", "3"], ["--epochs", "char_lm"]),
+        # --set: malformed, unknown keys, and values checked like the flag of the same name
+        (["iris_mlp", "--set", "=3"], ["--set", "KEY=VALUE", "'=3'"]),
+        (["iris_mlp", "--set", "epochs"], ["--set", "KEY=VALUE"]),
+        (["iris_mlp", "--set", "bogus_key=1"], ["--set", "'bogus_key'", "valid keys", "seed_iters"]),
+        (["all", "--set", "bogus_key=1"], ["--set", "'bogus_key'", "valid keys"]),
+        (["iris_mlp", "--set", "epochs=abc"], ["--set epochs", "positive integer", "'abc'"]),
+        (["char_lm", "--set", "temperature=0"], ["--set temperature", "positive"]),
+        (["char_lm", "--set", "text=/nonexistent/file.txt"], ["--set text", "no such file"]),
+        (["sequence_forecast", "--set", "horizon=0"], ["--set horizon", "positive integer"]),
+        (["vanishing_gradients", "--set", "lengths=[10, 1]"], ["--set lengths", "integer >= 2"]),
+        (["vanishing_gradients", "--set", "adding_cells=lstm,rnn"], ["--set adding_cells", "elman, lstm, gru"]),
+        (["iris_mlp", "--set", "patience=0"], ["--set patience", "positive integer, or None"]),
+        (["iris_mlp", "--set", "fractions=(0.5, 0.5)"], ["--set fractions", "three positive numbers"]),
+        (["sentiment", "--set", "dropout=1"], ["--set dropout", "[0, 1)"]),
+        (["sentiment", "--set", "bidirectional=maybe"], ["--set bidirectional", "true or false"]),
+    ],
+)
+def test_cli_rejects_bad_arguments(capsys, monkeypatch, argv, expected):
+    monkeypatch.setattr(experiments.__main__, "run", pytest.fail)  # nothing may start
+    err = cli_error(capsys, *argv)
+    assert "usage:" in err
+    for text in expected:
+        assert text in err, (text, err)
+
+
+def test_cli_checks_the_forecast_split(capsys, monkeypatch):
+    # a horizon past the last test window is caught at parsing, with the largest horizon that fits
+    monkeypatch.setattr(experiments.__main__, "run", pytest.fail)
+    err = cli_error(capsys, "sequence_forecast", "--horizon", "50")
+    assert "horizon=50" in err and "0 test" in err and "at most horizon=49" in err
+
+
+def test_cli_passes_valid_arguments(monkeypatch, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("x" * 3000, encoding="utf-8")
+    calls = []
+    monkeypatch.setattr(experiments.__main__, "run", lambda name, config: calls.append((name, config)))
+    argv = ["char_lm", "--quick", "--seed", "3", "--text", str(text), "--temperature", "0.5"]
+    argv += ["--set", "hidden=8", "--set", "lr=1e-2", "--set", "max_chars=None", "--set", "prompt=The "]
+    assert main(["run", *argv]) == 0
+    assert calls == [
+        (
+            "char_lm",
+            {
+                "quick": True,
+                "seed": 3,
+                "text": str(text),
+                "temperature": 0.5,
+                "hidden": 8,
+                "lr": 0.01,
+                "max_chars": None,
+                "prompt": "The ",
+            },
+        )
+    ]
+    calls.clear()
+    argv = ["vanishing_gradients", "--lengths", "10", "30", "--epochs", "2", "--set", "adding_cells=lstm,gru"]
+    assert main(["run", *argv]) == 0
+    assert calls[0][1]["lengths"] == [10, 30] and calls[0][1]["epochs"] == 2
+    assert calls[0][1]["adding_cells"] == ["lstm", "gru"]
+
+
+def test_every_setting_has_a_type():
+    # each study's DEFAULTS and QUICK keys (read from source by study_keys) have a type in CONFIG_TYPES, and the
+    # defaults themselves pass it
+    from experiments._common import CONFIG_TYPES, study_keys
+
+    for name in STUDIES:
+        module = experiments.load(name)
+        keys = study_keys(name)
+        assert keys >= set(module.DEFAULTS) | set(module.QUICK)
+        assert keys <= set(CONFIG_TYPES), keys - set(CONFIG_TYPES)
+        for key, value in {**module.DEFAULTS, **module.QUICK}.items():
+            if value is not None:
+                assert CONFIG_TYPES[key](value) == (list(value) if isinstance(value, list) else value), (name, key)
