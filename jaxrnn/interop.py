@@ -108,9 +108,10 @@ def _to_numpy(value, name: str) -> np.ndarray:
     if hasattr(value, "detach"):  # torch.Tensor
         tensor = value.detach().cpu()
         if str(tensor.dtype) == "torch.bfloat16":
-            return np.asarray(tensor.float().numpy()).astype(jnp.bfloat16)
-        return tensor.numpy()
-    if hasattr(value, "value") and not isinstance(value, np.ndarray) and hasattr(value, "assign"):  # keras Variable
+            value = np.asarray(tensor.float().numpy()).astype(jnp.bfloat16)
+        else:
+            value = tensor.numpy()
+    elif hasattr(value, "value") and not isinstance(value, np.ndarray) and hasattr(value, "assign"):  # keras Variable
         value = value.value
     try:
         array = np.asarray(value)
@@ -119,6 +120,24 @@ def _to_numpy(value, name: str) -> np.ndarray:
     if not jnp.issubdtype(array.dtype, jnp.floating):
         raise TypeError(f"{name} must be floating point, got dtype {array.dtype}")
     return array
+
+
+def _one_dtype(arrays: Mapping[str, np.ndarray], what: str) -> np.dtype:
+    """The one dtype of the named arrays; a ``TypeError`` naming them when they mix dtypes, or are float64 while
+    ``jax_enable_x64`` is off (JAX would truncate them to float32)."""
+    names: dict[str, list[str]] = {}
+    for name, array in arrays.items():
+        names.setdefault(str(array.dtype), []).append(name)
+    if len(names) != 1:
+        shown = ", ".join(f"{dtype} ({', '.join(n)})" for dtype, n in sorted(names.items()))
+        raise TypeError(f"{what} must share one dtype, got {shown}")
+    dtype = np.dtype(next(iter(names)))
+    if jax.dtypes.canonicalize_dtype(dtype) != dtype:
+        raise TypeError(
+            f"{what} are {dtype}, which needs jax_enable_x64 (jax.config.update('jax_enable_x64', True)); without it "
+            f"JAX would truncate them to {jax.dtypes.canonicalize_dtype(dtype)}. Enable x64 or convert them first"
+        )
+    return dtype
 
 
 def _swap_zr(a: np.ndarray, hidden: int) -> np.ndarray:
@@ -139,10 +158,11 @@ _LSTM_PEER = {"to_keras": "Keras' LSTM", "to_flax": "Flax's LSTMCell", "to_equin
               "to_haiku": "Haiku's hk.LSTM"}  # fmt: skip
 
 
-def _layer_info(layer, params, caller: str) -> tuple[str, str, int, int, list]:
+def _layer_info(layer, params, caller: str, *, one_hidden: bool = True) -> tuple[str, str, int, int, list]:
     """Validate a built-in-cell Layer and its params; return ``(kind, activation, input_size, hidden, entries)``
-    where ``entries[k]`` is ``[forward]`` or ``[forward, backward]`` cell params of layer ``k``. GRU params must all
-    be one form (reset after or before), the form ``caller``'s peer computes (``_GRU_FORM``)."""
+    where ``entries[k]`` is ``[forward]`` or ``[forward, backward]`` cell params of layer ``k`` and ``hidden`` is
+    layer 0's. With ``one_hidden=False`` the layers may differ in hidden size (the two directions of one may not).
+    GRU params must all be one form (reset after or before), the form ``caller``'s peer computes (``_GRU_FORM``)."""
     if not isinstance(layer, Layer):
         raise TypeError(f"{caller}: layer must be a jaxrnn Layer (from jaxrnn.stack), got {type(layer).__name__}")
     kinds = [k for k, c in _CELLS.items() if layer.cell is c]
@@ -158,28 +178,33 @@ def _layer_info(layer, params, caller: str) -> tuple[str, str, int, int, list]:
     if not isinstance(params, tuple) or isinstance(params, Bidirectional) or len(params) != layer.num_layers:
         got = type(params).__name__ + (f" of length {len(params)}" if isinstance(params, tuple) else "")
         raise TypeError(f"{caller}: params must be a tuple of {layer.num_layers} per-layer entries, got {got}")
-    entries, activation, hidden, input_size, proj = [], None, None, None, None
+    entries, activation, hidden, input_size, proj, below = [], None, None, None, None, None
     width = 2 if layer.bidirectional and layer.merge == "concat" else 1
     for k, entry in enumerate(params):
         if layer.bidirectional != isinstance(entry, Bidirectional):
             want = "Bidirectional(forward, backward)" if layer.bidirectional else f"{kind} params"
             raise TypeError(f"{caller}: params[{k}] must be {want}, got {type(entry).__name__}")
         directions = list(entry) if layer.bidirectional else [entry]
+        layer_hidden = None
         for p in directions:
             d_in, h = layer.cell.sizes(p)
             p_size = p.proj_size if isinstance(p, LSTMPParams) else None
             if hidden is None:
                 hidden, input_size, proj = h, d_in, p_size
-            if h != hidden:
+            if layer_hidden is None:
+                layer_hidden = h
+            if one_hidden and h != hidden:
                 raise ValueError(f"{caller}: every layer must have hidden size {hidden}, params[{k}] has {h}")
+            if h != layer_hidden:
+                raise ValueError(f"{caller}: params[{k}]'s two directions must have one hidden size, got "
+                                 f"{layer_hidden} and {h}")  # fmt: skip
             if p_size != proj:
                 raise ValueError(
                     f"{caller}: every layer must have one proj_size (None: no projection), params[0] has {proj}, "
                     f"params[{k}] has {p_size}"
                 )
-            out = hidden if proj is None else proj
-            if k > 0 and d_in != width * out:
-                raise ValueError(f"{caller}: params[{k}] must read {width * out} features, got input size {d_in}")
+            if k > 0 and d_in != width * below:
+                raise ValueError(f"{caller}: params[{k}] must read {width * below} features, got input size {d_in}")
             if kind == "elman":
                 if activation is not None and p.activation != activation:
                     raise ValueError(
@@ -187,6 +212,7 @@ def _layer_info(layer, params, caller: str) -> tuple[str, str, int, int, list]:
                         f"{p.activation!r}"
                     )
                 activation = p.activation
+        below = layer_hidden if proj is None else proj
         entries.append(directions)
     if kind == "gru":
         _check_gru_form([p for directions in entries for p in directions], caller)
@@ -227,7 +253,7 @@ def _dtype_of(entries) -> np.dtype:
 # ----------------------------------------------------------------------------------------------------------- PyTorch
 # nn.RNN/LSTM/GRU name their tensors weight_ih_l0, bias_hh_l1_reverse, ...; the cells nn.RNNCell/LSTMCell/GRUCell
 # plain weight_ih, ..., which are read as layer 0.
-_TORCH_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)(?:_l(\d+)(_reverse)?)?$")
+_TORCH_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)(?:_l(0|[1-9]\d*)(_reverse)?)?$")
 _TORCH_MODES = {"RNN_TANH": ("elman", "tanh"), "RNN_RELU": ("elman", "relu"), "LSTM": ("lstm", None),
                 "GRU": ("gru", None)}  # fmt: skip
 
@@ -300,8 +326,9 @@ def from_torch(
         ``bidirectional``, the sizes and ``bias`` are read off the keys and shapes.
       kind: ``"rnn"`` (= ``"elman"``), ``"lstm"`` or ``"gru"``. Inferred from the gate count (1, 4 or 3 blocks of
         ``weight_hh_l0``) when None; checked against the module or the shapes when given.
-      nonlinearity: ``"tanh"`` or ``"relu"`` for ``nn.RNN``. A state dict does not record it: it defaults to
-        ``"tanh"`` (PyTorch's default); a module's own setting is used (and must match when given).
+      nonlinearity: ``"tanh"`` or ``"relu"`` for ``nn.RNN`` (an LSTM's or GRU's is ``"tanh"``). A state dict does not
+        record it: it defaults to ``"tanh"`` (PyTorch's default); a module's own setting is used (and must match
+        when given).
       dropout: the layer's between-layer dropout; the module's ``dropout`` when None (0 for a state dict).
       prefix: for a state dict: read only keys that start with ``prefix`` (e.g. ``"encoder.rnn."`` in a whole
         model's ``state_dict()``), which is stripped; other keys are then ignored.
@@ -313,6 +340,8 @@ def from_torch(
     Raises:
       ValueError: missing or unexpected keys, shapes that do not fit together, ``weight_hr`` keys of a non-LSTM,
         or a ``kind``/``nonlinearity`` that contradicts the module or the weights.
+      TypeError: tensors that are not floating point, of more than one dtype, or float64 without
+        ``jax_enable_x64``.
     """
     if kind is not None:
         kind = _canonical_kind(kind)
@@ -330,7 +359,7 @@ def from_torch(
             raise ValueError(f"kind={kind!r} contradicts the module, a {source} (kind {module_kind!r})")
         if nonlinearity is not None and module_act is not None and nonlinearity != module_act:
             raise ValueError(f"nonlinearity={nonlinearity!r} contradicts the module's nonlinearity {module_act!r}")
-        kind, nonlinearity = module_kind, module_act
+        kind, nonlinearity = module_kind, module_act or nonlinearity
     dropout = _check_rate(module_dropout if dropout is None else dropout, "dropout")
 
     found, unexpected, cell_keys = _parse_state_dict(state_dict, prefix)
@@ -380,6 +409,11 @@ def from_torch(
             f"{_shape(w_hh0.shape)} ({gates} gate blocks: {inferred!r})"
         )
     kind = inferred
+    if nonlinearity not in (None, "tanh") and kind != "elman":
+        raise ValueError(
+            f"nonlinearity={nonlinearity!r} applies to nn.RNN and nn.RNNCell; the {source} holds kind {kind!r}, "
+            f"whose activation is 'tanh'"
+        )
     activation = (nonlinearity or "tanh") if kind == "elman" else "tanh"
 
     num_layers = 1 + max(k for _, k, _ in found)
@@ -400,6 +434,8 @@ def from_torch(
             f"{'bidirectional' if bidirectional else 'one direction'}, bias={has_bias})"
         )
 
+    _one_dtype({f"{prefix}{name}{suffix(k, rev)}": a for (name, k, rev), a in found.items()},
+               f"the {source}'s tensors")  # fmt: skip
     width = 2 if bidirectional else 1
     out = hidden if proj is None else proj
     layers = []
@@ -549,14 +585,18 @@ def carry_from_torch(layer: Layer, hx):
     if kind == "lstm":
         if not (isinstance(hx, tuple) and len(hx) == 2):
             raise TypeError(f"carry_from_torch: an LSTM's hx must be a tuple (h, c), got {type(hx).__name__}")
-        h, c = (_jnp(_to_numpy(a, name)) for a, name in zip(hx, ("h", "c")))
+        h, c = (_to_numpy(a, name) for a, name in zip(hx, ("h", "c")))
         if h.shape[:-1] != c.shape[:-1] or h.shape[-1:] > c.shape[-1:]:
             raise ValueError(
                 f"carry_from_torch: h and c must have one shape (h's last axis P < H with projections), got "
                 f"{_shape(h.shape)} and {_shape(c.shape)}"
             )
+        _one_dtype({"h": h, "c": c}, "carry_from_torch: h and c")
+        h, c = _jnp(h), _jnp(c)
     else:
-        h, c = _jnp(_to_numpy(hx, "hx")), None
+        h, c = _to_numpy(hx, "hx"), None
+        _one_dtype({"hx": h}, "carry_from_torch: hx")
+        h = _jnp(h)
     if h.ndim < 2 or h.shape[0] != layer.num_layers * directions:
         raise ValueError(
             f"carry_from_torch: hx must have shape [num_layers * num_directions = {layer.num_layers * directions}, "
@@ -573,15 +613,26 @@ def carry_from_torch(layer: Layer, hx):
 
 def carry_to_torch(layer: Layer, carry):
     """``layer``'s carry (e.g. the final carry of ``apply``) in torch's layout: ``h_n`` or, for LSTM,
-    ``(h_n, c_n)``, as torch tensors ``[num_layers * D, *batch, H]`` (the inverse of :func:`carry_from_torch`)."""
+    ``(h_n, c_n)``, as torch tensors ``[num_layers * D, *batch, H]`` of the carry's dtype (the inverse of
+    :func:`carry_from_torch`)."""
     import torch
 
     kind = _kind_of_layer(layer, "carry_to_torch")
     states = _flat_states(layer, carry, "carry_to_torch")
-    h = torch.from_numpy(np.stack([np.asarray(s.h if kind == "lstm" else s) for s in states]))
-    if kind == "lstm":
-        return h, torch.from_numpy(np.stack([np.asarray(s.c) for s in states]))
-    return h
+    fields = ("h", "c") if kind == "lstm" else (None,)
+    stacked = []
+    for field in fields:
+        arrays = [np.asarray(s if field is None else getattr(s, field)) for s in states]
+        for i, a in enumerate(arrays[1:], 1):
+            if (a.shape, a.dtype) != (arrays[0].shape, arrays[0].dtype):
+                where, first = (f"{_state_where(layer, j)}{'' if field is None else '.' + field}" for j in (i, 0))
+                raise ValueError(
+                    f"carry_to_torch: torch stacks every layer's state into one tensor, so they must share one shape "
+                    f"and dtype; {where} is {a.dtype}{_shape(a.shape)}, {first} {arrays[0].dtype}"
+                    f"{_shape(arrays[0].shape)}"
+                )
+        stacked.append(_torch_tensor(np.stack(arrays), torch))
+    return tuple(stacked) if kind == "lstm" else stacked[0]
 
 
 def _kind_of_layer(layer, caller: str) -> str:
@@ -593,7 +644,14 @@ def _kind_of_layer(layer, caller: str) -> str:
     raise ValueError(f"{caller}: layer.cell must be jaxrnn.elman, jaxrnn.lstm or jaxrnn.gru, got {layer.cell!r}")
 
 
+def _state_where(layer: Layer, i: int) -> str:
+    """The name of the ``i``-th cell carry of ``_flat_states``: ``carry[k]`` or ``carry[k].forward``/``.backward``."""
+    return f"carry[{i // 2}].{('forward', 'backward')[i % 2]}" if layer.bidirectional else f"carry[{i}]"
+
+
 def _flat_states(layer: Layer, carry, caller: str) -> list:
+    """The cell carries of ``layer``'s carry, forward before backward, each checked to be the cell's carry (an
+    ``LSTMState(h [*batch, H or P], c [*batch, H])``, else an array ``[*batch, H]``) of one batch shape."""
     if not isinstance(carry, tuple) or isinstance(carry, (Bidirectional, LSTMState)) or len(carry) != layer.num_layers:
         raise TypeError(f"{caller}: carry must be a tuple of {layer.num_layers} per-layer carries, got "
                         f"{type(carry).__name__}")  # fmt: skip
@@ -603,6 +661,33 @@ def _flat_states(layer: Layer, carry, caller: str) -> list:
             want = "Bidirectional(forward, backward)" if layer.bidirectional else "a cell carry"
             raise TypeError(f"{caller}: carry[{k}] must be {want}, got {type(entry).__name__}")
         states.extend(entry if layer.bidirectional else [entry])
+    lstm = _kind_of_layer(layer, caller) == "lstm"
+    batch = None
+    for i, state in enumerate(states):
+        where = _state_where(layer, i)
+        if lstm != isinstance(state, LSTMState):
+            want = "an LSTMState(h, c)" if lstm else "an array [*batch, H]"
+            raise TypeError(f"{caller}: {where} must be {want} ({layer.cell.name}'s carry), got {type(state).__name__}")
+        arrays = {f"{where}.h": state.h, f"{where}.c": state.c} if lstm else {where: state}
+        for name, a in arrays.items():
+            if not hasattr(a, "shape") or not hasattr(a, "dtype") or not jnp.issubdtype(a.dtype, jnp.floating):
+                got = f"dtype {a.dtype}" if hasattr(a, "dtype") else type(a).__name__
+                raise TypeError(f"{caller}: {name} must be a floating-point array [*batch, H], got {got}")
+            if a.ndim < 1:
+                raise ValueError(f"{caller}: {name} must have shape [*batch, H], got a scalar")
+        h = state.h if lstm else state
+        if lstm and (h.shape[:-1] != state.c.shape[:-1] or h.shape[-1] > state.c.shape[-1]):
+            raise ValueError(
+                f"{caller}: {where}.h and .c must have one shape (h's last axis P < H with projections), got "
+                f"{_shape(h.shape)} and {_shape(state.c.shape)}"
+            )
+        if batch is None:
+            batch = h.shape[:-1]
+        elif h.shape[:-1] != batch:
+            raise ValueError(
+                f"{caller}: every layer's carry must have one batch shape; {where} has {_shape(h.shape[:-1])}, "
+                f"{_state_where(layer, 0)} {_shape(batch)}"
+            )
     return states
 
 
@@ -724,7 +809,7 @@ def from_keras(
     layer_or_weights,
     *,
     kind: str | None = None,
-    activation: str = "tanh",
+    activation: str | None = None,
     merge: str = "concat",
     ignore_dropout: bool = False,
     reset_after: bool | None = None,
@@ -745,7 +830,8 @@ def from_keras(
         or for a Bidirectional the forward list followed by the backward one (4 or 6 arrays).
       kind: for a weight list: ``"simple_rnn"`` (= ``"elman"``), ``"lstm"`` or ``"gru"``; inferred from the gate
         count (kernel columns / units: 1, 4, 3) when None. Checked against a layer when given.
-      activation: for a SimpleRNN weight list: ``"tanh"`` (the Keras default) or ``"relu"``.
+      activation: for a SimpleRNN weight list: ``"tanh"`` (the Keras default, also for None) or ``"relu"``; an
+        LSTM's or GRU's is ``"tanh"``. Checked against a layer when given.
       merge: for a Bidirectional weight list: ``"concat"``, ``"sum"``, ``"mean"`` (Keras' ``"ave"``) or ``"mul"``
         (a layer's ``merge_mode`` is read).
       ignore_dropout: drop Keras' input ``dropout`` instead of raising (it acts only in training).
@@ -756,12 +842,17 @@ def from_keras(
       ValueError: ``activation`` other than tanh (tanh/relu for SimpleRNN),
         ``recurrent_activation`` other than sigmoid (``hard_sigmoid`` included), ``go_backwards=True`` (Keras then
         returns outputs in reversed time order; run ``jaxrnn.rnn(..., reverse=True)`` on flipped inputs instead),
-        ``merge_mode=None`` (two outputs), input ``dropout > 0``, or an unbuilt layer.
+        ``merge_mode=None`` (two outputs), input ``dropout > 0``, an unbuilt layer, or an ``activation`` that
+        contradicts the layer or (other than tanh) is given for an LSTM or GRU.
+      TypeError: weights that are not floating point, of more than one dtype, or float64 without
+        ``jax_enable_x64``.
     """
     if kind is not None:
         kind = _canonical_kind(kind)
     if reset_after is not None and not isinstance(reset_after, bool):
         raise TypeError(f"reset_after must be None or a bool, got {type(reset_after).__name__}")
+    if activation is not None:
+        _check_activation(activation, "activation")
     if isinstance(layer_or_weights, (list, tuple)):
         return _from_keras_weights(list(layer_or_weights), kind, activation, merge, reset_after)
     keras = _import_keras()
@@ -799,6 +890,11 @@ def from_keras(
     if kind is not None and kind != configs[0]["kind"]:
         raise ValueError(
             f"kind={kind!r} contradicts the Keras layer ({configs[0]['name']}, kind {configs[0]['kind']!r})"
+        )
+    if activation is not None and activation != configs[0]["activation"]:
+        raise ValueError(
+            f"activation={activation!r} contradicts the Keras layer ({configs[0]['name']}, activation="
+            f"{configs[0]['activation']!r})"
         )
     if reset_after is not None and configs[0]["kind"] != "gru":
         raise ValueError(f"reset_after applies to a GRU; got a {configs[0]['name']} layer")
@@ -855,7 +951,13 @@ def _from_keras_weights(weights: list, kind, activation, merge, reset_after) -> 
     kind = _KIND_BY_GATES[gates]
     if reset_after is not None and kind != "gru":
         raise ValueError(f"reset_after applies to a GRU weight list; these weights are a {kind!r} layer")
-    _check_activation(activation, "activation")
+    if activation not in (None, "tanh") and kind != "elman":
+        raise ValueError(
+            f"activation={activation!r} applies to a SimpleRNN weight list; these weights are a {kind!r} layer, "
+            f"whose activation is 'tanh'"
+        )
+    activation = activation or "tanh"
+    _one_dtype({f"weights[{i}]": a for i, a in enumerate(arrays)}, "weights")
     params = []
     for d, group in enumerate(groups):
         where = f"weights ({'backward' if d else 'forward'} layer) " if bidirectional else "weights "
@@ -873,7 +975,7 @@ def _from_keras_weights(weights: list, kind, activation, merge, reset_after) -> 
 
 
 _KERAS_FIXED = ("units", "activation", "recurrent_activation", "use_bias", "reset_after", "go_backwards", "dtype",
-                "recurrent_dropout", "cell")  # fmt: skip
+                "recurrent_dropout", "cell", "kernel_initializer", "recurrent_initializer", "bias_initializer")  # fmt: skip
 
 
 def to_keras(layer: Layer, params, **keras_kwargs):
@@ -904,8 +1006,10 @@ def to_keras(layer: Layer, params, **keras_kwargs):
     if fixed:
         raise TypeError(f"to_keras: {fixed} are set by the conversion (from layer and params) and cannot be passed")
     dtype = str(_dtype_of(entries))
+    # Zeros, since every weight is set below, and Keras' Orthogonal initializer (LAPACK) has no float16/bfloat16.
     options = dict(units=hidden, use_bias=True, dtype=dtype, recurrent_dropout=layer.recurrent_dropout,
-                   return_sequences=True, zero_output_for_mask=True)  # fmt: skip
+                   return_sequences=True, zero_output_for_mask=True, kernel_initializer="zeros",
+                   recurrent_initializer="zeros", bias_initializer="zeros")  # fmt: skip
     options.update(keras_kwargs)
     if kind == "elman":
         make = lambda **kw: keras.layers.SimpleRNN(activation=activation, **options, **kw)  # noqa: E731
@@ -954,7 +1058,15 @@ def carry_from_keras(layer: Layer, states):
     if not isinstance(states, (list, tuple)) or len(states) != want:
         got = f"{type(states).__name__}" + (f" of length {len(states)}" if isinstance(states, (list, tuple)) else "")
         raise ValueError(f"carry_from_keras: states must be a list of {want} arrays, got {got}")
-    arrays = [_jnp(_to_numpy(s, f"states[{i}]")) for i, s in enumerate(states)]
+    arrays = {f"states[{i}]": _to_numpy(s, f"states[{i}]") for i, s in enumerate(states)}
+    _one_dtype(arrays, "carry_from_keras: states")
+    arrays = [_jnp(a) for a in arrays.values()]
+    for i in range(0, want, per) if kind == "lstm" else ():
+        if arrays[i].shape != arrays[i + 1].shape:
+            raise ValueError(
+                f"carry_from_keras: an LSTM's h (states[{i}]) and c (states[{i + 1}]) must have one shape, got "
+                f"{_shape(arrays[i].shape)} and {_shape(arrays[i + 1].shape)}"
+            )
     one = [LSTMState(h=arrays[i], c=arrays[i + 1]) if kind == "lstm" else arrays[i] for i in range(0, want, per)]
     return (Bidirectional(*one) if layer.bidirectional else one[0],)
 

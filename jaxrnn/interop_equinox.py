@@ -25,6 +25,7 @@ from jaxrnn.interop import (
     _jnp,
     _kind_of_layer,
     _layer_info,
+    _one_dtype,
     _params_from_torch,
     _shape,
     _to_numpy,
@@ -73,9 +74,7 @@ def from_equinox(cell) -> tuple[Layer, tuple]:
             raise ValueError(f"cell.bias_n must have shape [{hidden}], got {_shape(bias_n.shape)}")
         arrays.append(bias_n)
         b_hh[2 * hidden :] = bias_n
-    dtypes = sorted({str(a.dtype) for a in arrays})
-    if len(dtypes) != 1:
-        raise TypeError(f"cell's weights must share one dtype, got {dtypes}")
+    _one_dtype(dict(zip(("weight_ih", "weight_hh", "bias", "bias_n"), arrays)), "cell's weights")
     params = _params_from_torch(kind, "tanh", w_ih, w_hh, bias, b_hh)
     return stack(_CELLS[kind]), (params,)
 

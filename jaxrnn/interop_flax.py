@@ -39,7 +39,17 @@ import numpy as np
 from jaxrnn.cells.elman import ElmanParams
 from jaxrnn.cells.gru import GRUParams
 from jaxrnn.cells.lstm import LSTMParams, LSTMState
-from jaxrnn.interop import _CELLS, _dtype_of, _flat_states, _jnp, _kind_of_layer, _layer_info, _shape, _to_numpy
+from jaxrnn.interop import (
+    _CELLS,
+    _dtype_of,
+    _flat_states,
+    _jnp,
+    _kind_of_layer,
+    _layer_info,
+    _one_dtype,
+    _shape,
+    _to_numpy,
+)
 from jaxrnn.stack import Bidirectional, Layer, stack
 
 __all__ = ["carry_from_flax", "carry_to_flax", "from_flax", "to_flax"]
@@ -107,9 +117,10 @@ def _cell_from_linen(tree: Mapping, where: str):
             raise ValueError(f"{pre}{name}.kernel must have shape {text}, got {_shape(kernel.shape)}")
         if bias is not None and bias.shape != (hidden,):
             raise ValueError(f"{pre}{name}.bias must have shape [{hidden}], got {_shape(bias.shape)}")
-    dtypes = {str(a.dtype) for dense in inputs + hiddens for a in dense if a is not None}
-    if len(dtypes) != 1:
-        raise TypeError(f"{label}: every kernel and bias must share one dtype, got {sorted(dtypes)}")
+    names = _LINEN_INPUT[kind] + _LINEN_HIDDEN[kind]
+    arrays = {f"{n}.{field}": a for n, dense in zip(names, inputs + hiddens)
+              for field, a in zip(("kernel", "bias"), dense) if a is not None}  # fmt: skip
+    _one_dtype(arrays, f"{label}: every kernel and bias")
     w_x = np.concatenate([k for k, _ in inputs], axis=-1)
     w_h = np.concatenate([k for k, _ in hiddens], axis=-1)
     if kind == "lstm":

@@ -173,6 +173,20 @@ def _default_names(params: Mapping) -> list[str]:
     return sorted(names, key=order)
 
 
+def _names(names, count: int | None = None) -> list[str]:
+    """``names`` (one module name, or a sequence of them) as a non-empty list of non-empty strings; with ``count``,
+    one name per layer and no name twice (each core writes its own parameters)."""
+    listed = [names] if isinstance(names, str) else list(names) if isinstance(names, Sequence) else None
+    if not listed or not all(isinstance(n, str) and n for n in listed):
+        raise TypeError(f"names must be a module name or a non-empty sequence of them (non-empty str), got {names!r}")
+    if count is not None and len(listed) != count:
+        raise ValueError(f"names must name the {count} layers, got {len(listed)}: {listed}")
+    repeated = sorted({n for n in listed if listed.count(n) > 1})
+    if count is not None and repeated:
+        raise ValueError(f"names must differ, one module per layer; {repeated} name more than one layer: {listed}")
+    return listed
+
+
 def from_haiku(params: Mapping, names: str | Sequence[str] | None = None) -> tuple[Layer, tuple]:
     """Convert the parameters of an ``hk.LSTM``, an ``hk.GRU`` (to the reset-before ``jaxrnn.gru``, ``b_hn=None``),
     an ``hk.VanillaRNN``, or an ``hk.DeepRNN`` of one of them, to ``(layer, params)``: a :func:`jaxrnn.stack` Layer
@@ -203,12 +217,8 @@ def from_haiku(params: Mapping, names: str | Sequence[str] | None = None) -> tup
             raise ValueError(
                 f"params holds no Haiku recurrent core (hk.LSTM, hk.GRU, hk.VanillaRNN); found {sorted(params)[:8]}"
             )
-    elif isinstance(names, str):
-        names = [names]
     else:
-        names = list(names)
-        if not names or not all(isinstance(n, str) for n in names):
-            raise TypeError(f"names must be a module name or a non-empty sequence of them, got {names!r}")
+        names = _names(names)
     kinds = [_core_kind(params, name) for name in names]
     if len(set(kinds)) != 1:
         raise ValueError(f"the cores {names} mix kinds {kinds}; a jaxrnn stack has one cell (pass names= to pick)")
@@ -228,17 +238,19 @@ def to_haiku(layer: Layer, params, names: str | Sequence[str] | None = None, *, 
     cores (one per layer, for an ``hk.DeepRNN`` of them), in the params' dtype.
 
     Args:
-      names: the module names; default ``"lstm"``, ``"lstm_1"``, ... (``"gru"``, ``"vanilla_rnn"``, ...): what
-        Haiku names cores created in that order.
+      names: the module names, one per layer, all different; default ``"lstm"``, ``"lstm_1"``, ... (``"gru"``,
+        ``"vanilla_rnn"``, ...): what Haiku names cores created in that order. The layers may differ in hidden
+        size (as an ``hk.DeepRNN``'s cores may).
       double_bias: for ``hk.VanillaRNN(double_bias=...)``: with True its second bias is written as zeros.
 
     Raises:
       ValueError: a reset-after GRU (``hk.GRU`` resets before; make the params with
         ``jaxrnn.gru.init(..., reset_after=False)``), a tanh Elman cell (``hk.VanillaRNN`` is ReLU), a
         bidirectional layer (Haiku has none), ``recurrent_dropout`` or ``dropout`` (Haiku's cores have none), or
-        ``names`` of the wrong length.
+        ``names`` of the wrong length or with a name twice.
+      TypeError: ``names`` that are not strings.
     """
-    kind, activation, _, hidden, entries = _layer_info(layer, params, "to_haiku")
+    kind, activation, _, _, entries = _layer_info(layer, params, "to_haiku", one_hidden=False)
     if kind == "elman" and activation != "relu":
         raise ValueError(f"to_haiku: hk.VanillaRNN is a ReLU cell; the params have activation {activation!r}")
     if layer.bidirectional:
@@ -251,12 +263,10 @@ def to_haiku(layer: Layer, params, names: str | Sequence[str] | None = None, *, 
     base = {"lstm": "lstm", "gru": "gru", "elman": "vanilla_rnn"}[kind]
     if names is None:
         names = [base if k == 0 else f"{base}_{k}" for k in range(layer.num_layers)]
-    elif isinstance(names, str):
-        names = [names]
-    if len(names) != layer.num_layers:
-        raise ValueError(f"names must name the {layer.num_layers} layers, got {len(names)}: {list(names)}")
+    names = _names(names, layer.num_layers)
     out = {}
     for name, (p,) in zip(names, entries):
+        hidden = p.w_h.shape[0]
         if kind == "gru":
             out[name] = {k: _blocks(v, hidden, *_GRU_TO_HAIKU) for k, v in (("w_i", p.w_x), ("w_h", p.w_h), ("b", p.b))}
         elif kind == "elman":

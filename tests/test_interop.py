@@ -671,6 +671,12 @@ def test_keras_errors(keras):
         interop.from_keras(keras.layers.Dense(H))
     with pytest.raises(ValueError, match="kind='gru' contradicts the Keras layer"):
         interop.from_keras(built(keras.layers.LSTM(H)), kind="gru")
+    with pytest.raises(
+        ValueError, match=r"activation='relu' contradicts the Keras layer \(SimpleRNN, activation='tanh'"
+    ):
+        interop.from_keras(built(keras.layers.SimpleRNN(H)), activation="relu")
+    with pytest.raises(ValueError, match=r"activation='relu' contradicts the Keras layer \(LSTM, activation='tanh'"):
+        interop.from_keras(built(keras.layers.LSTM(H)), activation="relu")
     with pytest.raises(ValueError, match="a weight list must have 2 or 3 arrays"):
         interop.from_keras([np.zeros((D, H))])
     with pytest.raises(ValueError, match="5 gate blocks"):
@@ -684,3 +690,142 @@ def test_keras_errors(keras):
         interop.to_keras(layer, layer.init(jax.random.key(0), D, H), units=8)
     with pytest.raises(ValueError, match="states must be a list of 2 arrays"):
         interop.carry_from_keras(layer, [np.zeros((B, H))])
+
+
+def test_torch_carry_keeps_bfloat16():
+    layer = jaxrnn.stack(jaxrnn.gru)
+    params = layer.init(jax.random.key(0), D, H, dtype=jnp.bfloat16)
+    carry, _ = layer.apply(params, jnp.ones((B, T, D), jnp.bfloat16))
+    h_n = interop.carry_to_torch(layer, carry)
+    assert h_n.dtype == torch.bfloat16 and tuple(h_n.shape) == (1, B, H)
+    _assert_trees_close(interop.carry_from_torch(layer, h_n), carry, 0, "bfloat16 carry round trip")
+
+
+def _carry_converter(peer):
+    if peer in ("flax", "haiku", "equinox"):
+        pytest.importorskip(peer)
+    if peer == "keras":
+        pytest.importorskip("keras")
+    return getattr(interop, f"carry_to_{peer}")
+
+
+@pytest.mark.parametrize("peer", ["torch", "keras", "flax", "haiku", "equinox"])
+def test_carry_to_checks_each_state_is_the_cells_carry(peer):
+    """One check for all five: an LSTM layer's states are LSTMState(h, c), a GRU's or Elman's are arrays."""
+    convert = _carry_converter(peer)
+    z = jnp.zeros((B, H))
+    lstm, gru = jaxrnn.stack(jaxrnn.lstm), jaxrnn.stack(jaxrnn.gru)
+    with pytest.raises(TypeError, match=rf"carry_to_{peer}: carry\[0\] must be an LSTMState\(h, c\) \(lstm's carry\), "
+                                        r"got ArrayImpl"):  # fmt: skip
+        convert(lstm, (z,))
+    with pytest.raises(TypeError, match=r"carry\[0\] must be an array \[\*batch, H\] \(gru's carry\), got LSTMState"):
+        convert(gru, (jaxrnn.LSTMState(z, z),))
+    with pytest.raises(TypeError, match=r"carry\[0\].h must be a floating-point array \[\*batch, H\], got NoneType"):
+        convert(lstm, (jaxrnn.LSTMState(None, z),))
+    with pytest.raises(TypeError, match=r"carry\[0\] must be a floating-point array \[\*batch, H\], got dtype int32"):
+        convert(gru, (z.astype(jnp.int32),))
+    with pytest.raises(ValueError, match=r"carry\[0\].h and .c must have one shape .*, got \[3, 4\] and \[2, 4\]"):
+        convert(lstm, (jaxrnn.LSTMState(z, z[:2]),))
+
+
+def test_carry_to_torch_names_the_layer_of_a_bad_state():
+    z, S = jnp.zeros((B, H)), jaxrnn.LSTMState
+    deep = jaxrnn.stack(jaxrnn.lstm, 2)
+    with pytest.raises(TypeError, match=r"carry\[0\] must be an LSTMState\(h, c\) \(lstm's carry\), got ArrayImpl"):
+        interop.carry_to_torch(deep, (z, z))
+    with pytest.raises(ValueError, match=r"every layer's carry must have one batch shape; carry\[1\] has \[2\], "
+                                         r"carry\[0\] \[3\]"):  # fmt: skip
+        interop.carry_to_torch(deep, (S(z, z), S(z[:2], z[:2])))
+    with pytest.raises(TypeError, match=r"carry\[1\] must be an LSTMState\(h, c\) \(lstm's carry\), got NoneType"):
+        interop.carry_to_torch(deep, (S(z, z), None))
+    gru = jaxrnn.stack(jaxrnn.gru, 2, bidirectional=True)
+    with pytest.raises(TypeError, match=r"carry\[1\].backward must be a floating-point array \[\*batch, H\], got "
+                                        r"NoneType"):  # fmt: skip
+        interop.carry_to_torch(gru, (jaxrnn.Bidirectional(z, z), jaxrnn.Bidirectional(z, None)))
+    with pytest.raises(ValueError, match=r"torch stacks every layer's state into one tensor, so they must share one "
+                                         r"shape and dtype; carry\[0\].backward is float16\[3, 4\], carry\[0\].forward "
+                                         r"float32\[3, 4\]"):  # fmt: skip
+        interop.carry_to_torch(gru, (jaxrnn.Bidirectional(z, z.astype(jnp.float16)), jaxrnn.Bidirectional(z, z)))
+    with pytest.raises(ValueError, match=r"carry\[1\].h is float32\[3, 5\], carry\[0\].h float32\[3, 4\]"):
+        interop.carry_to_torch(deep, (S(z, z), S(jnp.zeros((B, 5)), jnp.zeros((B, 5)))))
+
+
+def test_torch_dtypes_are_checked():
+    """Torch tensors get the numpy arrays' rule: floating point, one dtype, float64 only with x64."""
+    sd = torch.nn.LSTM(D, H).state_dict()
+    for dtype in (torch.long, torch.bool, torch.complex64):
+        with pytest.raises(TypeError, match=rf"state_dict\['weight_ih_l0'\] must be floating point, got dtype "
+                                            rf"{str(dtype).removeprefix('torch.')}"):  # fmt: skip
+            interop.from_torch({k: v.to(dtype) for k, v in sd.items()})
+    mixed = {**sd, "bias_ih_l0": sd["bias_ih_l0"].double()}
+    with jax.enable_x64(True):
+        with pytest.raises(TypeError, match=r"the state_dict's tensors must share one dtype, got float32 "
+                                            r"\(weight_ih_l0, weight_hh_l0, bias_hh_l0\), float64 \(bias_ih_l0\)"):  # fmt: skip
+            interop.from_torch(mixed)
+        assert interop.from_torch({k: v.double() for k, v in sd.items()})[1][0].w_x.dtype == jnp.float64
+    with jax.enable_x64(False):
+        with pytest.raises(TypeError, match=r"the LSTM's tensors are float64, which needs jax_enable_x64"):
+            interop.from_torch(torch.nn.LSTM(D, H).double())
+        with pytest.raises(TypeError, match=r"carry_from_torch: hx are float64, which needs jax_enable_x64"):
+            interop.carry_from_torch(jaxrnn.stack(jaxrnn.gru), torch.zeros(1, B, H, dtype=torch.float64))
+    with pytest.raises(TypeError, match=r"weights\[1\] must be floating point, got dtype int64"):
+        interop.from_keras([torch.ones(D, 4 * H), torch.ones(H, 4 * H, dtype=torch.long)])
+    with pytest.raises(TypeError, match=r"weights must share one dtype, got float16 \(weights\[1\]\), float32"):
+        interop.from_keras([torch.ones(D, 4 * H), torch.ones(H, 4 * H, dtype=torch.float16)])
+    gru, lstm = jaxrnn.stack(jaxrnn.gru), jaxrnn.stack(jaxrnn.lstm)
+    with pytest.raises(TypeError, match=r"hx must be floating point, got dtype int64"):
+        interop.carry_from_torch(gru, torch.zeros(1, B, H, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"carry_from_torch: h and c must share one dtype, got float16 \(c\), float32"):
+        interop.carry_from_torch(lstm, (torch.zeros(1, B, H), torch.zeros(1, B, H, dtype=torch.float16)))
+
+
+def test_torch_layer_numbers_have_no_leading_zeros():
+    """``_l00`` is not an alias of ``_l0`` (it silently replaced it): it is an unexpected key."""
+    sd = torch.nn.LSTM(D, H, num_layers=2).state_dict()
+    for key in ("weight_ih_l00", "bias_hh_l01_reverse"):
+        with pytest.raises(ValueError, match=rf"unexpected keys in the state_dict: '{key}'"):
+            interop.from_torch({**sd, key: torch.zeros(4 * H, D)})
+    assert interop.from_torch(torch.nn.GRU(D, H, num_layers=11).state_dict())[0].num_layers == 11
+
+
+def test_options_that_do_not_apply_are_refused():
+    lstm_sd = torch.nn.LSTM(D, H).state_dict()
+    with pytest.raises(ValueError, match=r"nonlinearity='relu' applies to nn.RNN and nn.RNNCell; the state_dict holds "
+                                         r"kind 'lstm'"):  # fmt: skip
+        interop.from_torch(lstm_sd, nonlinearity="relu")
+    with pytest.raises(ValueError, match=r"nonlinearity='relu' applies to nn.RNN and nn.RNNCell; the GRUCell holds"):
+        interop.from_torch(torch.nn.GRUCell(D, H), nonlinearity="relu")
+    assert interop.from_torch(lstm_sd, nonlinearity="tanh")[0].cell is jaxrnn.lstm
+    weights = [np.zeros((D, 4 * H), np.float32), np.zeros((H, 4 * H), np.float32)]
+    with pytest.raises(ValueError, match=r"activation='relu' applies to a SimpleRNN weight list; these weights are a "
+                                         r"'lstm' layer"):  # fmt: skip
+        interop.from_keras(weights, activation="relu")
+    assert interop.from_keras(weights, activation="tanh")[0].cell is jaxrnn.lstm
+    relu = [np.zeros((D, H), np.float32), np.zeros((H, H), np.float32)]
+    assert interop.from_keras(relu, activation="relu")[1][0].activation == "relu"
+    assert interop.from_keras(relu)[1][0].activation == "tanh"
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+def test_to_keras_half_precision(keras, cell, dtype):
+    """Built with zeros initializers (Keras' Orthogonal has no float16/bfloat16), then the weights set."""
+    layer = jaxrnn.stack(getattr(jaxrnn, cell))
+    params = layer.init(jax.random.key(0), D, H, dtype=jnp.dtype(dtype))
+    klayer = interop.to_keras(layer, params)
+    x = jax.random.normal(jax.random.key(1), (B, T, D)).astype(dtype)
+    with _keras_broadcasts():
+        out = klayer(x)
+    _, ys = layer.apply(params, x)
+    assert out.dtype == jnp.dtype(dtype)
+    np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ys, np.float32), atol=2e-2, rtol=0)
+    _assert_trees_close(interop.from_keras(klayer)[1], params, 0, "round trip")
+
+
+def test_carry_from_keras_checks_h_and_c(keras):
+    layer = jaxrnn.stack(jaxrnn.lstm)
+    with pytest.raises(ValueError, match=r"carry_from_keras: an LSTM's h \(states\[0\]\) and c \(states\[1\]\) must "
+                                         r"have one shape, got \[3, 4\] and \[3, 5\]"):  # fmt: skip
+        interop.carry_from_keras(layer, [np.zeros((B, H), np.float32), np.zeros((B, 5), np.float32)])
+    with pytest.raises(TypeError, match=r"carry_from_keras: states must share one dtype"):
+        interop.carry_from_keras(layer, [np.zeros((B, H), np.float32), np.zeros((B, H), np.float16)])

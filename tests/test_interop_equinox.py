@@ -118,7 +118,9 @@ def test_errors_name_what_came():
     gru = _cell("GRUCell")
     with pytest.raises(ValueError, match=r"cell.bias_n must have shape \[4\], got \[12\]"):
         interop.from_equinox(eqx.tree_at(lambda c: c.bias_n, gru, jnp.zeros((3 * H,))))
-    with pytest.raises(TypeError, match=r"cell's weights must share one dtype, got \['float16', 'float32'\]"):
+    with pytest.raises(
+        TypeError, match=r"cell's weights must share one dtype, got float16 \(bias\), float32 \(weight_ih, weight_hh"
+    ):
         interop.from_equinox(eqx.tree_at(lambda c: c.bias, gru, jnp.zeros((3 * H,), jnp.float16)))
 
     key = jax.random.PRNGKey(0)

@@ -269,7 +269,9 @@ def test_from_flax_reports_bad_linen_params():
         interop.from_flax(scalar)
     mixed = dict(tree, ig={"kernel": tree["ig"]["kernel"].astype(np.float64)})
     with pytest.raises(
-        TypeError, match=r"params: every kernel and bias must share one dtype, got \['float32', 'float64'\]"
+        TypeError,
+        match=r"params: every kernel and bias must share one dtype, got float32 \(ii.kernel, .*\), float64 "
+        r"\(ig.kernel\)",
     ):
         interop.from_flax(mixed)
     bidirectional = {"params": {"forward_rnn": {"cell": tree}, "backward_rnn": {"cell": bad_bias}}}

@@ -154,3 +154,40 @@ def test_names_pick_cores_and_errors():
         interop.to_haiku(bi, bi.init(jax.random.key(0), D, H))
     with pytest.raises(ValueError, match=r"a 2-layer DeepRNN state is a tuple of 2 core states"):
         interop.carry_from_haiku(layer, hk.LSTMState(jnp.zeros((B, H)), jnp.zeros((B, H)))[0])
+
+
+def test_to_haiku_rejects_repeated_and_non_string_names():
+    """Two layers under one name would write one core (the second overwrote the first); non-strings are no names."""
+    layer = jaxrnn.stack(jaxrnn.lstm, 2)
+    params = layer.init(jax.random.key(0), D, H)
+    with pytest.raises(ValueError, match=r"names must differ, one module per layer; \['lstm'\] name more than one"):
+        interop.to_haiku(layer, params, names=["lstm", "lstm"])
+    one = jaxrnn.stack(jaxrnn.lstm)
+    for names in ([3], 3, [""]):
+        with pytest.raises(TypeError, match=r"names must be a module name or a non-empty sequence of them"):
+            interop.to_haiku(one, one.init(jax.random.key(0), D, H), names=names)
+    assert set(interop.to_haiku(layer, params, names=["a", "b"])) == {"a/linear", "b/linear"}
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_deep_rnn_of_different_hidden_sizes_round_trips(kind):
+    """An hk.DeepRNN of cores of hidden sizes 6 and 5: from_haiku gives a stack that computes it, and to_haiku
+    writes the same dict back."""
+    make = {"lstm": hk.LSTM, "gru": hk.GRU}[kind]
+
+    def run(xs):
+        core = hk.DeepRNN([make(6), make(5)])
+        return hk.dynamic_unroll(core, xs, core.initial_state(B), time_major=False)
+
+    model = hk.without_apply_rng(hk.transform(run))
+    xs = jax.random.normal(jax.random.key(1), (B, T, D))
+    hk_params = model.init(jax.random.key(0), xs)
+    layer, params = interop.from_haiku(hk_params)
+    assert [p.w_h.shape[0] for p in params] == [6, 5]
+    ys, final = model.apply(hk_params, xs)
+    ours_final, ours_ys = layer.apply(params, xs)
+    assert_trees_close(ours_ys, ys, atol=2e-6)
+    assert_trees_close(interop.carry_to_haiku(layer, ours_final), final, atol=2e-6)
+    assert_trees_close(interop.to_haiku(layer, params), hk_params, atol=1e-6)
+    with pytest.raises(ValueError, match=r"to_haiku: params\[1\] must read 6 features, got input size 5"):
+        interop.to_haiku(layer, (params[0], params[1]._replace(w_x=params[1].w_x[:5])))
