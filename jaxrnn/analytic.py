@@ -49,7 +49,7 @@ from jaxrnn._checks import as_float_array, check_flag, check_resets, check_tree_
 from jaxrnn.cells import elman as _elman
 from jaxrnn.cells import gru as _gru
 from jaxrnn.cells import lstm as _lstm
-from jaxrnn.cells.base import Cell, add_bias
+from jaxrnn.cells.base import Cell, add_bias, check_step_inputs
 from jaxrnn.cells.elman import ElmanParams
 from jaxrnn.cells.gru import GRUParams
 from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMPParams, LSTMState
@@ -264,6 +264,7 @@ def elman_step_vjp(params: ElmanParams, carry: jax.Array, x: jax.Array, residual
 
     Returns ``(ElmanParams of gradients, dh_prev [*batch, H], dx [*batch, D])``.
     """
+    check_step_inputs(_elman.sizes, _elman.initial_state, params, carry, x, "elman")
     da, du, dcarry_prev = _elman_delta(params, carry, residuals, dcarry, dh)
     return _assemble(params, x, _hidden(carry), da, du), dcarry_prev, da @ params.w_x.T
 
@@ -321,6 +322,7 @@ def lstm_step_vjp(params, carry: LSTMState, x: jax.Array, residuals: LSTMGates, 
 
     Returns ``(params of gradients, LSTMState(dh_prev, dc_prev), dx [*batch, D])``.
     """
+    check_step_inputs(_lstm.sizes, _lstm.initial_state, params, carry, x, "lstm")
     da, du, dcarry_prev = _lstm_delta(params, carry, residuals, dcarry, dh)
     extra = _extra_input(params, residuals)
     return _assemble(params, x, _hidden(carry), da, du, extra), dcarry_prev, da @ params.w_x.T
@@ -329,6 +331,7 @@ def lstm_step_vjp(params, carry: LSTMState, x: jax.Array, residuals: LSTMGates, 
 def gru_forward(params: GRUParams, carry: jax.Array, x: jax.Array):
     """One GRU step keeping residuals: returns ``(h', h', GRUResiduals(r, z, n, hn))``; ``hn = h W_hn + b_hn``
     (reset after) or ``r ⊙ h`` (reset before)."""
+    check_step_inputs(_gru.sizes, _gru.initial_state, params, carry, x, "gru")
     hidden = params.w_h.shape[0]
     a = add_bias(x @ params.w_x, params.b)
     u = carry @ (params.w_h if params.reset_after else params.w_h[:, : 2 * hidden])
@@ -377,6 +380,7 @@ def gru_step_vjp(params: GRUParams, carry: jax.Array, x: jax.Array, residuals: G
 
     Returns ``(GRUParams of gradients, dh_prev [*batch, H], dx [*batch, D])``.
     """
+    check_step_inputs(_gru.sizes, _gru.initial_state, params, carry, x, "gru")
     da, du, dcarry_prev = _gru_delta(params, carry, residuals, dcarry, dh)
     extra = _extra_input(params, residuals)
     return _assemble(params, x, _hidden(carry), da, du, extra), dcarry_prev, da @ params.w_x.T

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxrnn._checks import (
@@ -126,6 +127,13 @@ def _check_carry(carry, expected, batch_shape) -> None:
                     f" (carry leaf shape {shape_str(jnp.shape(got))}, expected {shape_str(want.shape)})"
                 )
     check_tree_matches(carry, expected, "carry", hint="Make it with cell.initial_state(params, batch_shape).")
+    for path, leaf in jax.tree_util.tree_flatten_with_path(carry)[0]:
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"carry{jax.tree_util.keystr(path)} must be floating point (it is cast to the params' dtype), got "
+                f"dtype {dtype}"
+            )
 
 
 def step_input(xs_tm) -> jax.ShapeDtypeStruct:
@@ -465,8 +473,9 @@ def rnn(
         ``"analytic"`` (the built-in cells' hand-derived BPTT as a ``jax.custom_vjp``, :mod:`jaxrnn.fastpath`,
         which forms ``dW_x`` and ``dW_h`` as one matmul each after the backward loop). ``None`` (the default)
         means ``"analytic"`` for ``jaxrnn.lstm`` and ``jaxrnn.gru``, where it trains 1.1–1.4x faster on CPU
-        (``benchmarks/``), and ``"autodiff"`` for every other cell. Same values either way; the analytic path does
-        not support forward mode (``jax.jvp``, ``jacfwd``, ``hessian``): pass ``grad="autodiff"`` for those. With
+        (``benchmarks/``), and ``"autodiff"`` for every other cell. Same values either way; the analytic path has
+        no forward mode of its own (``jax.jvp``, ``jacfwd`` of the outputs): pass ``grad="autodiff"`` for those;
+        ``jax.hessian`` (forward over reverse) works on it. With
         ``checkpoint_every`` the analytic backward runs chunk by chunk, after recomputing each chunk's forward.
         ``grad="analytic"`` on a user cell raises ``ValueError``.
 

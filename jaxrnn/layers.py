@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import as_float_array, concrete_range, shape_str
-from jaxrnn.cells.base import add_bias, default_dtype, init_dtype
+from jaxrnn._checks import as_float_array, check_key, concrete_range, shape_str
+from jaxrnn.cells.base import add_bias, check_float_leaves, default_dtype, init_dtype
 
-__all__ = ["DenseParams", "EmbeddingParams", "Module", "dense", "dropout", "embedding"]
+__all__ = ["DenseParams", "EmbeddingParams", "Module", "check_rate", "dense", "dropout", "embedding"]
 
 
 class Module(NamedTuple):
@@ -44,6 +44,7 @@ def _positive(value, name):
 
 def dense_init(key, input_size: int, output_size: int, *, dtype=None, init: str = "glorot") -> DenseParams:
     """``w [in, out]`` (Glorot-uniform, or ``init="he"`` for ReLU, ``"lecun"``), ``b`` zeros."""
+    check_key(key)
     _positive(input_size, "input_size")
     _positive(output_size, "output_size")
     makers = {
@@ -58,8 +59,18 @@ def dense_init(key, input_size: int, output_size: int, *, dtype=None, init: str 
     return DenseParams(w=w, b=jnp.zeros((output_size,), dtype))
 
 
+def _check_dense(params) -> None:
+    if not isinstance(params, DenseParams):
+        raise TypeError(f"params must be DenseParams (from jaxrnn.dense.init), got {type(params).__name__}")
+    check_float_leaves(params)
+    w, b = np.shape(params.w), np.shape(params.b)
+    if len(w) != 2 or b != w[1:]:
+        raise ValueError(f"DenseParams must be w [in, out] and b [out], got w {shape_str(w)}, b {shape_str(b)}")
+
+
 def dense_apply(params: DenseParams, x) -> jax.Array:
     """``x w + b``: ``[*batch, in] -> [*batch, out]``."""
+    _check_dense(params)
     x = as_float_array(x, "x", min_rank=1)
     if x.shape[-1] != params.w.shape[0]:
         raise ValueError(
@@ -70,6 +81,7 @@ def dense_apply(params: DenseParams, x) -> jax.Array:
 
 def embedding_init(key, vocab_size: int, features: int, *, dtype=None) -> EmbeddingParams:
     """``table [vocab_size, features]`` drawn from N(0, 1) (PyTorch's and Flax's default)."""
+    check_key(key)
     _positive(vocab_size, "vocab_size")
     _positive(features, "features")
     dtype = default_dtype(dtype)
@@ -82,6 +94,13 @@ def embedding_apply(params: EmbeddingParams, ids) -> jax.Array:
     Concrete ids out of range raise ``ValueError``; under ``jit`` they give NaN rows (``mode="fill"``), which the
     training step's non-finite guard catches, rather than a silently clamped row.
     """
+    if not isinstance(params, EmbeddingParams):
+        raise TypeError(f"params must be EmbeddingParams (from jaxrnn.embedding.init), got {type(params).__name__}")
+    check_float_leaves(params)
+    if np.ndim(params.table) != 2:
+        raise ValueError(
+            f"EmbeddingParams.table must be [vocab_size, features], got {shape_str(np.shape(params.table))}"
+        )
     if not hasattr(ids, "dtype"):
         ids = np.asarray(ids)
     if not jnp.issubdtype(ids.dtype, jnp.integer):
@@ -92,15 +111,29 @@ def embedding_apply(params: EmbeddingParams, ids) -> jax.Array:
         lo, hi = bounds
         if lo < 0 or hi >= vocab:
             raise ValueError(f"ids must lie in [0, {vocab}) (the vocabulary size), got values in [{lo}, {hi}]")
-    return jnp.take(params.table, jnp.asarray(ids), axis=0, mode="fill", fill_value=jnp.nan)
+    ids = jnp.asarray(ids)
+    ids = jnp.where(ids < 0, vocab, ids)  # take() would count a negative id from the end: make it out of range
+    return jnp.take(params.table, ids, axis=0, mode="fill", fill_value=jnp.nan)
+
+
+def check_rate(rate, name: str = "rate") -> float:
+    """``rate`` as a float in ``[0, 1)``: a Python or NumPy number, fixed when the function is traced."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number in [0, 1) (a static setting, not an array), got {rate!r}")
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"{name} must lie in [0, 1), got {rate!r}")
+    return float(rate)
 
 
 def dropout(key, x: jax.Array, rate: float) -> jax.Array:
-    """Inverted dropout: zero each element with probability ``rate``, scale the rest by ``1 / (1 - rate)``."""
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"rate must lie in [0, 1), got {rate!r}")
+    """Inverted dropout: zero each element with probability ``rate``, scale the rest by ``1 / (1 - rate)``.
+
+    ``x`` is any floating array; ``rate`` a number in ``[0, 1)`` (static under ``jit``)."""
+    rate = check_rate(rate)
+    x = as_float_array(x, "x")
     if rate == 0.0:
         return x
+    check_key(key)
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 

@@ -10,15 +10,18 @@ and ``"mul"`` (Keras' ``merge_mode`` ``"sum"``, ``"ave"`` and ``"mul"``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxrnn._checks import as_float_array, check_flag
+from jaxrnn._checks import as_float_array, check_flag, check_key
 from jaxrnn.cells.base import Cell
 from jaxrnn.driver import _check_chunk, _check_grad, resolve_unroll, rnn
+from jaxrnn.layers import check_rate
 from jaxrnn.layers import dropout as apply_dropout
 
 __all__ = ["Bidirectional", "Layer", "stack"]
@@ -72,25 +75,35 @@ class Layer(NamedTuple):
 
 
 def _mask_h(carry, mask):
-    if isinstance(carry, jax.Array):
+    if hasattr(carry, "shape") and hasattr(carry, "dtype"):
         return carry * mask
+    return carry._replace(h=carry.h * mask)
+
+
+def _hidden_of(carry):
+    """The hidden state ``h`` of a carry: the carry itself when it is one array, else its ``h`` field."""
+    if hasattr(carry, "shape") and hasattr(carry, "dtype"):
+        return carry
     if hasattr(carry, "_replace") and hasattr(carry, "h"):
-        return carry._replace(h=carry.h * mask)
+        return carry.h
     raise TypeError(f"recurrent_dropout needs a carry that is an array or has an `h` field, got {type(carry).__name__}")
 
 
-def _hidden_of(carry) -> jax.Array:
-    return carry if isinstance(carry, jax.Array) else carry.h
+@functools.lru_cache(maxsize=64)
+def _with_recurrent_dropout(cell: Cell) -> Cell:
+    """The cell with a dropout mask on the recurrent input ``h`` (Gal & Ghahramani 2016), run with params
+    ``(params, mask)``: the same mask at every step; the stored carry stays undropped, as in Keras. One such cell per
+    ``cell`` (cached), so that a new mask is a new argument, not a new function to compile."""
 
+    def initial_state(params_and_mask, batch_shape=()):
+        return cell.initial_state(params_and_mask[0], batch_shape)
 
-def _with_recurrent_dropout(cell: Cell, mask: jax.Array) -> Cell:
-    """The cell with a fixed dropout mask on the recurrent input ``h`` (Gal & Ghahramani 2016): the same mask at
-    every step; the stored carry stays undropped, as in Keras."""
-
-    def step(params, carry, x):
+    def step(params_and_mask, carry, x):
+        params, mask = params_and_mask
         return cell.step(params, _mask_h(carry, mask), x)
 
-    return cell._replace(step=step)
+    sizes = None if cell.sizes is None else (lambda params_and_mask: cell.sizes(params_and_mask[0]))
+    return Cell(init=cell.init, initial_state=initial_state, step=step, sizes=sizes, name=cell.name)
 
 
 def _output_size(cell: Cell, params, input_size: int) -> int:
@@ -140,14 +153,14 @@ def stack(
     """
     if not isinstance(cell, Cell):
         raise TypeError(f"cell must be a jaxrnn.Cell, got {type(cell).__name__}")
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+    if isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer)) or num_layers < 1:
         raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+    num_layers = int(num_layers)
     bidirectional = check_flag(bidirectional, "bidirectional")
     if merge not in MERGES:
         raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
-    for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"{name} must lie in [0, 1), got {rate!r}")
+    dropout = check_rate(dropout, "dropout")
+    recurrent_dropout = check_rate(recurrent_dropout, "recurrent_dropout")
     if unroll is not None:
         unroll = resolve_unroll(unroll)
     if checkpoint_every is not None:
@@ -192,14 +205,15 @@ def stack(
                 raise TypeError(f"params[{k}] must be {want}, got {type(entry).__name__}")
 
     def _one_direction(params, xs, carry, steps, time_major, reverse, key, batch_shape):
-        run_cell = cell
+        run_cell, run_params = cell, params
         if key is not None:
-            h0 = _hidden_of(carry if carry is not None else cell.initial_state(params, batch_shape))
+            h0 = _hidden_of(jax.eval_shape(lambda p: cell.initial_state(p, batch_shape), params))
             keep = jax.random.bernoulli(key, 1.0 - recurrent_dropout, h0.shape)
-            run_cell = _with_recurrent_dropout(cell, keep.astype(h0.dtype) / (1.0 - recurrent_dropout))
+            run_cell = _with_recurrent_dropout(cell)
+            run_params = (params, keep.astype(h0.dtype) / (1.0 - recurrent_dropout))
         return rnn(
             run_cell,
-            params,
+            run_params,
             xs,
             carry,
             **steps,
@@ -231,6 +245,8 @@ def stack(
         use_dropout = train and (dropout > 0.0 or recurrent_dropout > 0.0)
         if use_dropout and key is None:
             raise ValueError("train=True with dropout or recurrent_dropout needs a PRNG key: apply(..., key=key)")
+        if use_dropout:
+            check_key(key)
         keys = jax.random.split(key, 3 * num_layers) if use_dropout else None
         rec_key = (lambda i: keys[i]) if use_dropout and recurrent_dropout > 0.0 else (lambda i: None)
         steps = {"lengths": lengths, "mask": mask, "resets": resets}
@@ -239,6 +255,11 @@ def stack(
         for k, layer_params in enumerate(params):
             layer_carry = None if carry is None else carry[k]
             if bidirectional:
+                if layer_carry is not None and not isinstance(layer_carry, Bidirectional):
+                    raise TypeError(
+                        f"carry[{k}] must be Bidirectional(forward, backward) for a bidirectional layer, got "
+                        f"{type(layer_carry).__name__}"
+                    )
                 fwd_carry = None if layer_carry is None else layer_carry.forward
                 bwd_carry = None if layer_carry is None else layer_carry.backward
                 f_final, f_ys = _one_direction(

@@ -227,3 +227,54 @@ def test_gru_gate_activations_in_either_layout(reset_after):
     np.testing.assert_allclose(rows.n, gru.gates(params, h, x).n, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="axis must be -1 .* or 0 .*, got 1"):
         gru.gate_activations(params, a, u, h, axis=1)
+
+
+@pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
+def test_step_checks_carry_and_input_before_tracing(name):
+    cell = {"elman": jaxrnn.elman, "lstm": jaxrnn.lstm, "gru": jaxrnn.gru}[name]
+    params = cell.init(jax.random.key(0), 3, 4)
+    x = jnp.ones((3, 3))
+    good = cell.initial_state(params, (3,))
+    cell.step(params, good, x)
+    narrow = cell.initial_state(params, (1,))  # would broadcast to batch 3
+    with pytest.raises(ValueError, match=r"carry.* has shape \[1, 4\], expected \[3, 4\]. A .* step takes the carry"):
+        cell.step(params, narrow, x)
+    with pytest.raises(ValueError, match=r"x must be \[\*batch, 3\] .*got shape \[3, 5\]"):
+        cell.step(params, good, jnp.ones((3, 5)))
+    with pytest.raises(TypeError, match="x must be floating point, got dtype int32"):
+        cell.step(params, good, jnp.ones((3, 3), jnp.int32))
+    with pytest.raises(TypeError, match=r"params must be .*got DenseParams"):
+        cell.initial_state(jaxrnn.dense.init(jax.random.key(0), 3, 4), (2,))
+
+
+@pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
+def test_initial_state_and_init_check_their_arguments(name):
+    cell = {"elman": jaxrnn.elman, "lstm": jaxrnn.lstm, "gru": jaxrnn.gru}[name]
+    params = cell.init(jax.random.key(0), 3, 4)
+    with pytest.raises(TypeError, match=r"batch_shape must be a tuple of ints, got the int 2; pass \(2,\)"):
+        cell.initial_state(params, 2)
+    with pytest.raises(TypeError, match="batch_shape must be a tuple of ints, got NoneType"):
+        cell.initial_state(params, None)
+    for bad in ((-1,), (2.0,)):
+        with pytest.raises(ValueError, match="batch_shape must hold non-negative ints"):
+            cell.initial_state(params, bad)
+    assert jax.tree.leaves(cell.initial_state(params, (np.int64(2),)))[0].shape[0] == 2
+    with pytest.raises(TypeError, match="key must be a single PRNG key"):
+        cell.init(0, 3, 4)
+    with pytest.raises(TypeError, match=r"Params\.b\[0\] must be an array, got float"):
+        jaxrnn.rnn(cell, params._replace(b=params.b.tolist()), jnp.ones((2, 5, 3)))
+
+
+def test_cell_options_are_checked():
+    with pytest.raises(TypeError, match="forget_bias must be a real number, got str"):
+        jaxrnn.lstm.init(jax.random.key(0), 3, 4, forget_bias="1")
+    with pytest.raises(TypeError, match="forget_bias must be a real number, got ArrayImpl"):
+        jaxrnn.lstm.init(jax.random.key(0), 3, 4, forget_bias=jnp.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="forget_bias must be finite, got nan"):
+        jaxrnn.lstm.init(jax.random.key(0), 3, 4, forget_bias=float("nan"))
+    assert jaxrnn.gru.init(jax.random.key(0), 3, 4, reset_after=np.False_).b_hn is None
+    with pytest.raises(TypeError, match="reset_after must be a bool, got str"):
+        jaxrnn.gru.init(jax.random.key(0), 3, 4, reset_after="no")
+    e = jaxrnn.elman.init(jax.random.key(0), 3, 4)
+    with pytest.raises(ValueError, match=r"ElmanParams.activation must be one of .*got \['tanh'\]"):
+        jaxrnn.rnn(jaxrnn.elman, e._replace(activation=["tanh"]), jnp.ones((2, 5, 3)))

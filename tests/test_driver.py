@@ -208,6 +208,15 @@ def test_error_carry_structure_and_hidden_size():
         jaxrnn.rnn(cell, params, jnp.zeros((2, 5, 3)), cell.initial_state(small, (2,)))
 
 
+def test_error_carry_dtype_is_not_floating():
+    cell, params = make("lstm")
+    carry = cell.initial_state(params, (2,))
+    for dtype in (jnp.bool_, jnp.int32, jnp.complex64):
+        bad = carry._replace(c=carry.c.astype(dtype))
+        with pytest.raises(TypeError, match=rf"carry.c must be floating point .*got dtype {jnp.dtype(dtype)}"):
+            jaxrnn.rnn(cell, params, jnp.zeros((2, 5, 3)), bad)
+
+
 @pytest.mark.parametrize(
     "lengths, error, match",
     [

@@ -52,3 +52,44 @@ def test_dropout_statistics_and_errors():
     assert jaxrnn.dropout(jax.random.key(0), x, 0.0) is x
     with pytest.raises(ValueError, match=r"rate must lie in \[0, 1\), got 1.5"):
         jaxrnn.dropout(jax.random.key(0), x, 1.5)
+
+
+def test_embedding_negative_ids_under_jit_give_nan_rows_not_the_last_row():
+    e = jaxrnn.embedding.init(jax.random.key(0), 10, 3)
+    out = jax.jit(jaxrnn.embedding.apply)(e, jnp.array([-1, 10, 2]))
+    assert np.all(np.isnan(np.asarray(out[:2]))) and np.allclose(out[2], e.table[2])
+    with pytest.raises(TypeError, match=r"EmbeddingParams leaves must be floating point"):
+        jaxrnn.embedding.apply(jaxrnn.EmbeddingParams(table=jnp.zeros((10, 3), jnp.int32)), jnp.array([1]))
+    with pytest.raises(ValueError, match=r"table must be \[vocab_size, features\], got \[10\]"):
+        jaxrnn.embedding.apply(jaxrnn.EmbeddingParams(table=jnp.zeros(10)), jnp.array([1]))
+    with pytest.raises(TypeError, match="params must be EmbeddingParams .*got dict"):
+        jaxrnn.embedding.apply({"table": e.table}, jnp.array([1]))
+
+
+def test_dense_params_are_checked_not_broadcast():
+    d = jaxrnn.dense.init(jax.random.key(0), 4, 3)
+    x = jnp.ones((2, 4))
+    for bias in (jnp.zeros((2, 3)), jnp.zeros((1,)), jnp.zeros(()), jnp.zeros(5)):
+        with pytest.raises(ValueError, match=r"DenseParams must be w \[in, out\] and b \[out\], got w \[4, 3\]"):
+            jaxrnn.dense.apply(d._replace(b=bias), x)
+    with pytest.raises(TypeError, match="DenseParams leaves must share one dtype"):
+        jaxrnn.dense.apply(d._replace(b=d.b.astype(jnp.bfloat16)), x)
+    with pytest.raises(TypeError, match="params must be DenseParams .*got dict"):
+        jaxrnn.dense.apply({"w": d.w, "b": d.b}, x)
+    with pytest.raises(TypeError, match="key must be a single PRNG key"):
+        jaxrnn.dense.init(0, 4, 3)
+
+
+def test_dropout_rate_key_and_input_are_checked():
+    x = jnp.ones((4, 3))
+    for rate in ("0.5", None, jnp.array([0.1, 0.2])):
+        with pytest.raises(TypeError, match="rate must be a number in \\[0, 1\\)"):
+            jaxrnn.dropout(jax.random.key(0), x, rate)
+    with pytest.raises(TypeError, match="rate must be a number"):
+        jax.jit(lambda r: jaxrnn.dropout(jax.random.key(0), x, r))(0.5)
+    with pytest.raises(TypeError, match="key must be a single PRNG key"):
+        jaxrnn.dropout(None, x, 0.5)
+    with pytest.raises(TypeError, match="x must be a floating-point array"):
+        jaxrnn.dropout(jax.random.key(0), jnp.ones(3, jnp.int32), 0.0)
+    out = jaxrnn.dropout(jax.random.key(0), [1.0, 2.0], np.float32(0.5))  # a list and a NumPy rate work
+    assert out.shape == (2,)

@@ -239,3 +239,35 @@ def test_bidirectional_layers_with_left_padding_equal_the_unpadded_rows():
         alone_finals, alone = layer.apply(params, xs[b : b + 1, mask[b]])
         assert_trees_close(ys[b : b + 1, mask[b]], alone)
         assert_trees_close(jax.tree.map(lambda c: c[b : b + 1], finals), alone_finals)
+
+
+def test_stack_checks_carries_rates_keys_and_numpy_sizes():
+    layer = jaxrnn.stack(jaxrnn.lstm, 2, bidirectional=True)
+    params = layer.init(jax.random.key(0), 4, 5)
+    carry, _ = layer.apply(params, XS)
+    with pytest.raises(TypeError, match=r"carry\[0\] must be Bidirectional\(forward, backward\) .*got tuple"):
+        layer.apply(params, XS, tuple(tuple(c) for c in carry))
+    with pytest.raises(TypeError, match=r"carry\[0\] must be Bidirectional.*got LSTMState"):
+        layer.apply(params, XS, carry[0])
+    for rate in ("0.5", None, jnp.array([0.1, 0.2])):
+        with pytest.raises(TypeError, match="dropout must be a number in"):
+            jaxrnn.stack(jaxrnn.lstm, dropout=rate)
+    assert jaxrnn.stack(jaxrnn.lstm, num_layers=np.int64(2)).num_layers == 2
+    dropped = jaxrnn.stack(jaxrnn.elman, 1, recurrent_dropout=0.3)
+    p = dropped.init(jax.random.key(0), 4, 5)
+    with pytest.raises(TypeError, match="key must be a single PRNG key"):
+        dropped.apply(p, XS, train=True, key=0)
+    with pytest.raises(ValueError, match="carry has the wrong structure"):  # checked before the mask needs `h`
+        dropped.apply(p, XS, ((np.zeros((XS.shape[0], 5)),) * 2,), train=True, key=jax.random.key(1))
+
+
+def test_recurrent_dropout_compiles_once_for_every_new_mask():
+    from jaxrnn import driver
+
+    layer = jaxrnn.stack(jaxrnn.gru, 1, recurrent_dropout=0.3)
+    params = layer.init(jax.random.key(0), 4, 5)
+    layer.apply(params, XS, train=True, key=jax.random.key(1))
+    before = driver._run_scan._cache_size()
+    outs = [layer.apply(params, XS, train=True, key=jax.random.key(k))[1] for k in (2, 3, 4)]
+    assert driver._run_scan._cache_size() == before  # a new mask is a new argument, not a new cell to compile
+    assert not np.allclose(outs[0], outs[1])

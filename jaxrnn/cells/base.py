@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import shape_str
+from jaxrnn._checks import check_key, check_tree_matches, shape_str
 
 __all__ = [
     "Cell",
@@ -33,6 +33,9 @@ __all__ = [
     "check_float_leaves",
     "fields_by_dtype",
     "check_fused_params",
+    "check_batch_shape",
+    "check_step_inputs",
+    "check_key",
 ]
 
 
@@ -143,6 +146,10 @@ def fields_by_dtype(params_list) -> dict[str, list[str]]:
 def check_float_leaves(params) -> None:
     """Raise ``TypeError`` unless every array leaf of the params NamedTuple is floating point, all of one dtype
     (mixed dtypes would change the carry's dtype from step to step, or give a gradient of another dtype)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if not (hasattr(leaf, "dtype") and hasattr(leaf, "shape")):
+            where = f"{type(params).__name__}{jax.tree_util.keystr(path)}"
+            raise TypeError(f"{where} must be an array, got {type(leaf).__name__}")
     dtypes = {jnp.dtype(leaf.dtype) for leaf in jax.tree_util.tree_leaves(params)}
     if any(not jnp.issubdtype(d, jnp.floating) for d in dtypes):
         raise TypeError(f"{type(params).__name__} leaves must be floating point, got dtypes {sorted(map(str, dtypes))}")
@@ -152,3 +159,38 @@ def check_float_leaves(params) -> None:
             f"{type(params).__name__} leaves must share one dtype, got {shown}; cast them together, e.g. "
             f"jax.tree.map(lambda a: a.astype(jnp.float32), params)"
         )
+
+
+def check_batch_shape(batch_shape) -> tuple[int, ...]:
+    """``batch_shape`` as a tuple of non-negative ints (``()`` for one unbatched sequence)."""
+    if isinstance(batch_shape, (int, np.integer)) and not isinstance(batch_shape, bool):
+        raise TypeError(f"batch_shape must be a tuple of ints, got the int {batch_shape!r}; pass ({batch_shape},)")
+    try:
+        dims = tuple(batch_shape)
+    except TypeError:
+        raise TypeError(f"batch_shape must be a tuple of ints, got {type(batch_shape).__name__}") from None
+    if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0 for d in dims):
+        raise ValueError(f"batch_shape must hold non-negative ints, got {batch_shape!r}")
+    return tuple(int(d) for d in dims)
+
+
+def check_step_inputs(sizes: Callable, initial_state: Callable, params, carry, x, cell_name: str) -> None:
+    """Before a built-in cell's step is traced: valid ``params`` (``sizes``), ``x [*batch, D]`` floating point with
+    the params' ``D``, and a ``carry`` of the cell's structure with ``x``'s batch shape (no silent broadcast)."""
+    input_size, _ = sizes(params)
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        raise TypeError(f"x must be an array [*batch, {input_size}], got {type(x).__name__}")
+    if x.ndim < 1 or x.shape[-1] != input_size:
+        raise ValueError(
+            f"x must be [*batch, {input_size}] (the {cell_name} params' input size), got shape {shape_str(x.shape)}"
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"x must be floating point, got dtype {x.dtype}")
+    expected = jax.eval_shape(lambda p: initial_state(p, tuple(x.shape[:-1])), params)
+    check_tree_matches(
+        carry,
+        expected,
+        "carry",
+        hint=f"A {cell_name} step takes the carry of x's batch shape {shape_str(x.shape[:-1])}: "
+        f"{cell_name}.initial_state(params, batch_shape)",
+    )

@@ -14,7 +14,17 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._pytree import static_fields
-from jaxrnn.cells.base import Cell, add_bias, check_fused_params, default_dtype, fused_input_init, fused_recurrent_init
+from jaxrnn.cells.base import (
+    Cell,
+    add_bias,
+    check_batch_shape,
+    check_fused_params,
+    check_key,
+    check_step_inputs,
+    default_dtype,
+    fused_input_init,
+    fused_recurrent_init,
+)
 
 __all__ = ["ACTIVATIONS", "ElmanParams", "cell", "init", "initial_state", "sizes", "step"]
 
@@ -33,7 +43,8 @@ class ElmanParams(NamedTuple):
 
 def init(key, input_size: int, hidden_size: int, *, dtype=None, activation: str = "tanh") -> ElmanParams:
     """Glorot-uniform ``w_x``, orthogonal ``w_h``, zero ``b``."""
-    if activation not in ACTIVATIONS:
+    check_key(key)
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     dtype = default_dtype(dtype)
     k_x, k_h = jax.random.split(key)
@@ -48,18 +59,21 @@ def init(key, input_size: int, hidden_size: int, *, dtype=None, activation: str 
 def sizes(params) -> tuple[int, int]:
     """``(input_size, hidden_size)``; raises if ``params`` are not valid Elman params."""
     result = check_fused_params(params, ElmanParams, 1, "elman")
-    if params.activation not in ACTIVATIONS:
+    if not isinstance(params.activation, str) or params.activation not in ACTIVATIONS:
         raise ValueError(f"ElmanParams.activation must be one of {sorted(ACTIVATIONS)}, got {params.activation!r}")
     return result
 
 
 def initial_state(params: ElmanParams, batch_shape=()) -> jax.Array:
     """Zeros ``[*batch_shape, H]``."""
+    sizes(params)
+    batch_shape = check_batch_shape(batch_shape)
     return jnp.zeros((*batch_shape, params.w_h.shape[0]), params.w_h.dtype)
 
 
 def step(params: ElmanParams, carry: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One step: ``h' = act(x w_x + h w_h + b)``; returns ``(h', h')``."""
+    check_step_inputs(sizes, initial_state, params, carry, x, "elman")
     h = ACTIVATIONS[params.activation](add_bias(x @ params.w_x + carry @ params.w_h, params.b))
     return h, h
 

@@ -26,7 +26,18 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells.base import Cell, add_bias, check_fused_params, default_dtype, fused_input_init, fused_recurrent_init
+from jaxrnn._checks import check_flag
+from jaxrnn.cells.base import (
+    Cell,
+    add_bias,
+    check_batch_shape,
+    check_fused_params,
+    check_key,
+    check_step_inputs,
+    default_dtype,
+    fused_input_init,
+    fused_recurrent_init,
+)
 
 __all__ = ["GRUGates", "GRUParams", "cell", "gate_activations", "gates", "init", "initial_state", "sizes", "step"]
 
@@ -56,8 +67,8 @@ class GRUGates(NamedTuple):
 def init(key, input_size: int, hidden_size: int, *, dtype=None, reset_after: bool = True) -> GRUParams:
     """Glorot-uniform ``w_x``, per-gate orthogonal ``w_h``, zero biases; ``reset_after=False`` gives the
     reset-before GRU (``b_hn=None``)."""
-    if not isinstance(reset_after, bool):
-        raise TypeError(f"reset_after must be a bool, got {type(reset_after).__name__}")
+    check_key(key)
+    reset_after = check_flag(reset_after, "reset_after")
     dtype = default_dtype(dtype)
     k_x, k_h = jax.random.split(key)
     return GRUParams(
@@ -76,11 +87,14 @@ def sizes(params) -> tuple[int, int]:
 
 def initial_state(params: GRUParams, batch_shape=()) -> jax.Array:
     """Zeros ``[*batch_shape, H]``."""
+    sizes(params)
+    batch_shape = check_batch_shape(batch_shape)
     return jnp.zeros((*batch_shape, params.w_h.shape[0]), params.w_h.dtype)
 
 
 def gates(params: GRUParams, carry: jax.Array, x: jax.Array) -> GRUGates:
     """The gate activations of one step."""
+    check_step_inputs(sizes, initial_state, params, carry, x, "gru")
     hidden = params.w_h.shape[0]
     a = add_bias(x @ params.w_x, params.b)
     u = carry @ (params.w_h if params.reset_after else params.w_h[:, : 2 * hidden])

@@ -26,8 +26,11 @@ from jaxrnn._checks import shape_str
 from jaxrnn.cells.base import (
     Cell,
     add_bias,
+    check_batch_shape,
     check_float_leaves,
     check_fused_params,
+    check_key,
+    check_step_inputs,
     default_dtype,
     fused_input_init,
     fused_recurrent_init,
@@ -96,6 +99,11 @@ def init(
     ``proj_size=P`` (``0 < P < hidden_size``, PyTorch's rule) gives :class:`LSTMPParams`: ``w_h [P, 4H]`` with
     orthonormal rows in each gate's ``[P, H]`` block and a Glorot-uniform ``w_hr [H, P]``.
     """
+    check_key(key)
+    if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.integer, np.floating)):
+        raise TypeError(f"forget_bias must be a real number, got {type(forget_bias).__name__} {forget_bias!r}")
+    if not np.isfinite(forget_bias):
+        raise ValueError(f"forget_bias must be finite, got {forget_bias!r}")
     dtype = default_dtype(dtype)
     k_x, k_h = jax.random.split(key)
     w_x = fused_input_init(k_x, input_size, hidden_size, 4, dtype)
@@ -138,6 +146,8 @@ def sizes(params) -> tuple[int, int]:
 
 def initial_state(params: LSTMParams | LSTMPParams, batch_shape=()) -> LSTMState:
     """``LSTMState(h=0, c=0)``, each ``[*batch_shape, H]`` (``h`` ``[*batch_shape, P]`` with projections)."""
+    sizes(params)
+    batch_shape = check_batch_shape(batch_shape)
     dtype = params.w_h.dtype
     h = jnp.zeros((*batch_shape, params.w_h.shape[0]), dtype)
     c = jnp.zeros((*batch_shape, params.w_h.shape[1] // 4), dtype)
@@ -150,6 +160,7 @@ def gates(params: LSTMParams, carry: LSTMState, x: jax.Array) -> LSTMGates:
     ``z = [x, h] [W_x; W_h] + b``: one matmul on the concatenated input, as in seed 001's walk-through. On XLA CPU
     this runs the forward pass up to 2.5x faster than two matmuls at small sizes (``benchmarks/``).
     """
+    check_step_inputs(sizes, initial_state, params, carry, x, "lstm")
     xh = jnp.concatenate([x, carry.h.astype(x.dtype)], axis=-1)
     z = add_bias(xh @ jnp.concatenate([params.w_x, params.w_h], axis=0), params.b)
     return gate_activations(z, carry.c)
