@@ -147,6 +147,8 @@ def _call_loss(loss_fn, params, batch, key=None):
             raise ValueError(f"loss_fn's aux keys must be strings other than {RESERVED_METRICS}, got {name!r}")
         if np.shape(value) != ():
             raise ValueError(f"loss_fn's aux[{name!r}] must be a scalar, got shape {list(np.shape(value))}")
+        if jnp.issubdtype(jnp.result_type(value), jnp.complexfloating):
+            raise TypeError(f"loss_fn's aux[{name!r}] must be real, got dtype {jnp.result_type(value)}")
     return loss, {k: jnp.asarray(v, jnp.float32) for k, v in aux.items()}
 
 

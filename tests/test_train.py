@@ -157,6 +157,8 @@ def test_step_errors():
         make_train_step(lambda p, b: (_linear_loss(p, b)[0], {"loss": 1.0}), opt)(state, _regression())
     with pytest.raises(TypeError, match="aux output must be a dict of scalars, got list"):
         make_train_step(lambda p, b: (_linear_loss(p, b)[0], [1.0]), opt)(state, _regression())
+    with pytest.raises(TypeError, match=r"aux\['phase'\] must be real, got dtype complex"):
+        make_train_step(lambda p, b: (_linear_loss(p, b)[0], {"phase": jnp.sum(b[0]) * 1j}), opt)(state, _regression())
     with pytest.raises(ValueError, match="clip_norm must be a positive finite number or None, got 0"):
         make_train_step(_linear_loss, opt, clip_norm=0)
     with pytest.raises(TypeError, match="loss_fn must be callable"):
