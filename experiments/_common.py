@@ -168,26 +168,10 @@ def integer(value) -> int:
     return v
 
 
-@_expects("a positive integer")
-def positive_int(value) -> int:
-    v = _as_int(value)
-    if v is None or v < 1:
-        _fail(positive_int, value)
-    return v
+def int_at_least(low: int, why: str = "", *, expected: str | None = None) -> Callable:
+    """An integer ``>= low`` (``why``: the reason, shown in the message; ``expected``: the whole expectation)."""
 
-
-@_expects("a non-negative integer")
-def non_negative_int(value) -> int:
-    v = _as_int(value)
-    if v is None or v < 0:
-        _fail(non_negative_int, value)
-    return v
-
-
-def int_at_least(low: int, why: str = "") -> Callable:
-    """An integer ``>= low`` (``why``: the reason, shown in the message)."""
-
-    @_expects(f"an integer >= {low}{f' ({why})' if why else ''}")
+    @_expects(expected or f"an integer >= {low}{f' ({why})' if why else ''}")
     def check(value) -> int:
         v = _as_int(value)
         if v is None or v < low:
@@ -195,6 +179,10 @@ def int_at_least(low: int, why: str = "") -> Callable:
         return v
 
     return check
+
+
+positive_int = int_at_least(1, expected="a positive integer")
+non_negative_int = int_at_least(0, expected="a non-negative integer")
 
 
 @_expects("a finite number")

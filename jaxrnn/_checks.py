@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "as_array",
     "as_float_array",
     "concrete_range",
     "check_lengths",
@@ -98,8 +99,9 @@ def check_finite_leaves(tree, name: str, *, host_only: bool = False, hint: str =
             check_finite(leaf, name + jax.tree_util.keystr(path), hint)
 
 
-def as_float_array(x, name: str, *, min_rank: int = 0, layout: str = "") -> jax.Array:
-    """``x`` as a JAX array, which must be floating point and of rank >= ``min_rank``."""
+def as_array(x, name: str):
+    """``x`` if it is an array (anything with ``shape`` and ``dtype``), else ``np.asarray(x)``; either way not an
+    object array (ragged input)."""
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         try:
             x = np.asarray(x)
@@ -107,6 +109,12 @@ def as_float_array(x, name: str, *, min_rank: int = 0, layout: str = "") -> jax.
             raise TypeError(f"{name} must be an array, got {type(x).__name__}") from err
     if x.dtype == object:
         raise TypeError(f"{name} must be a numeric array, got an object array (ragged input?)")
+    return x
+
+
+def as_float_array(x, name: str, *, min_rank: int = 0, layout: str = "") -> jax.Array:
+    """``x`` as a JAX array, which must be floating point and of rank >= ``min_rank``."""
+    x = as_array(x, name)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(
             f"{name} must be a floating-point array, got dtype {x.dtype}. Token ids go through an embedding "

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrnn._checks import check_flag, check_lengths, check_mask, is_concrete, shape_str
+from jaxrnn._checks import as_array, check_flag, check_lengths, check_mask, is_concrete, shape_str
 
 __all__ = ["last_valid", "masked_mean", "sequence_cross_entropy", "sequence_mask", "sequence_mse", "valid_steps"]
 
@@ -76,7 +76,7 @@ def sequence_cross_entropy(
     logits: jax.Array, labels: jax.Array, lengths=None, *, mask=None, time_major=False
 ) -> jax.Array:
     """Softmax cross-entropy ``logits [*batch, T, C]`` vs integer ``labels [*batch, T]``, mean over valid steps."""
-    logits, labels = _as_array(logits, "logits"), _as_array(labels, "labels")
+    logits, labels = as_array(logits, "logits"), as_array(labels, "labels")
     if logits.ndim < 2:
         raise ValueError(f"logits must have rank >= 2 ([*batch, T, C]), got shape {shape_str(logits.shape)}")
     if logits.shape[:-1] != labels.shape:
@@ -88,18 +88,6 @@ def sequence_cross_entropy(
     _check_label_range(labels, logits.shape[-1], lengths, mask, time_major)
     per_step = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return masked_mean(per_step, lengths, mask=mask, time_major=time_major)
-
-
-def _as_array(x, name: str):
-    """``x`` as an array (lists become numpy arrays) with a numeric dtype."""
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        try:
-            x = np.asarray(x)
-        except Exception as err:  # noqa: BLE001 - re-raised with context
-            raise TypeError(f"{name} must be an array, got {type(x).__name__}") from err
-    if x.dtype == object:
-        raise TypeError(f"{name} must be a numeric array, got an object array (ragged input?)")
-    return x
 
 
 def _check_label_range(labels, num_classes: int, lengths, mask, time_major) -> None:
@@ -122,7 +110,7 @@ def _check_label_range(labels, num_classes: int, lengths, mask, time_major) -> N
 
 def sequence_mse(predictions: jax.Array, targets: jax.Array, lengths=None, *, mask=None, time_major=False) -> jax.Array:
     """Mean squared error ``[*batch, T, F]`` vs ``[*batch, T, F]``, mean over features and valid steps."""
-    predictions, targets = _as_array(predictions, "predictions"), _as_array(targets, "targets")
+    predictions, targets = as_array(predictions, "predictions"), as_array(targets, "targets")
     if predictions.ndim < 1:
         raise ValueError("predictions must have rank >= 1 ([*batch, T, F]), got a scalar")
     if predictions.shape != targets.shape:
