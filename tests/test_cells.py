@@ -243,6 +243,8 @@ def test_step_checks_carry_and_input_before_tracing(name):
         cell.step(params, good, jnp.ones((3, 5)))
     with pytest.raises(TypeError, match="x must be floating point, got dtype int32"):
         cell.step(params, good, jnp.ones((3, 3), jnp.int32))
+    with pytest.raises(TypeError, match="x must have the params' dtype float32 .*got bfloat16"):
+        cell.step(params, good, jnp.ones((3, 3), jnp.bfloat16))  # the carry would turn bfloat16
     with pytest.raises(TypeError, match=r"params must be .*got DenseParams"):
         cell.initial_state(jaxrnn.dense.init(jax.random.key(0), 3, 4), (2,))
 

@@ -175,8 +175,8 @@ def check_batch_shape(batch_shape) -> tuple[int, ...]:
 
 
 def check_step_inputs(sizes: Callable, initial_state: Callable, params, carry, x, cell_name: str) -> None:
-    """Before a built-in cell's step is traced: valid ``params`` (``sizes``), ``x [*batch, D]`` floating point with
-    the params' ``D``, and a ``carry`` of the cell's structure with ``x``'s batch shape (no silent broadcast)."""
+    """Before a built-in cell's step is traced: valid ``params`` (``sizes``), ``x [*batch, D]`` with the params' ``D``
+    and dtype, and a ``carry`` of the cell's structure with ``x``'s batch shape (no silent broadcast)."""
     input_size, _ = sizes(params)
     if not (hasattr(x, "shape") and hasattr(x, "dtype")):
         raise TypeError(f"x must be an array [*batch, {input_size}], got {type(x).__name__}")
@@ -186,6 +186,12 @@ def check_step_inputs(sizes: Callable, initial_state: Callable, params, carry, x
         )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"x must be floating point, got dtype {x.dtype}")
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    if x.dtype != dtype:
+        raise TypeError(
+            f"x must have the params' dtype {dtype} (else the carry would change dtype), got {x.dtype}: cast it, "
+            f"x.astype(params.w_x.dtype); jaxrnn.rnn does that for you"
+        )
     expected = jax.eval_shape(lambda p: initial_state(p, tuple(x.shape[:-1])), params)
     check_tree_matches(
         carry,
