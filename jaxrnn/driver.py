@@ -34,6 +34,7 @@ from jaxrnn._checks import (
     check_lengths,
     check_mask,
     check_resets,
+    check_step_flags,
     check_tree_matches,
     shape_str,
 )
@@ -114,6 +115,23 @@ def prepare(cell: Cell, params, xs, carry=None, *, lengths=None, time_major: boo
     if lengths is not None:
         lengths = check_lengths(lengths, batch_shape, num_steps)
     return Prepared(xs=xs_tm, carry=carry, lengths=lengths, batch_shape=batch_shape)
+
+
+def check_time_major_scan(cell: Cell, params, xs_tm, carry, lengths=None, *, mask=None, marks=None, unroll=1) -> None:
+    """The inputs of the lower-level scans (:func:`jaxrnn.fastpath.analytic_scan`, :mod:`jaxrnn.feature_major`),
+    checked as :func:`rnn` checks its own: ``xs_tm [T, *batch, D]`` in the params' dtype, a ``carry`` (required)
+    of the cell's structure and ``xs_tm``'s batch shape, ``lengths``, ``mask`` and ``marks`` (segment starts)
+    ``[T, *batch]``, and ``unroll``."""
+    if carry is None:
+        raise ValueError("carry is required here (cell.initial_state(params, batch_shape) for zeros)")
+    prep = prepare(cell, params, xs_tm, carry, lengths=lengths, time_major=True)
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    if jnp.result_type(xs_tm) != dtype:
+        raise TypeError(f"xs_tm must have the params' dtype {dtype}, got {jnp.result_type(xs_tm)}")
+    for name, flags in (("mask", mask), ("marks", marks)):
+        if flags is not None:
+            check_step_flags(flags, name, "per step", prep.batch_shape, prep.xs.shape[0], time_major=True)
+    resolve_unroll(unroll)
 
 
 def _check_carry(carry, expected, batch_shape) -> None:

@@ -53,7 +53,14 @@ from jaxrnn.analytic import (
 )
 from jaxrnn.cells import gru as _gru
 from jaxrnn.cells import lstm as _lstm
-from jaxrnn.driver import match_varying, step_input, step_validity, sum_to_varying
+from jaxrnn.driver import (
+    _check_cell,
+    check_time_major_scan,
+    match_varying,
+    step_input,
+    step_validity,
+    sum_to_varying,
+)
 
 __all__ = ["analytic_by_default", "analytic_scan", "has_rule"]
 
@@ -73,7 +80,14 @@ def has_rule(cell) -> bool:
 def analytic_scan(cell, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1, mask=None, marks=None):
     """Like :func:`jaxrnn.driver.scan_cell` (time-major ``xs_tm [T, *batch, D]``, validated inputs; ``lengths`` or a
     step ``mask [T, *batch]``; segment-start ``marks [T, *batch]`` from :func:`jaxrnn.driver.reset_marks`, where the
-    carry restarts from zeros) with the analytic backward. Returns ``(final_carry, ys [T, *batch, H])``."""
+    carry restarts from zeros) with the analytic backward. Returns ``(final_carry, ys [T, *batch, H])``. Raises
+    ``ValueError`` for a cell without a hand-derived backward, and checks the inputs as :func:`jaxrnn.rnn` does."""
+    _check_cell(cell)
+    if not has_rule(cell):
+        raise ValueError(
+            f"analytic_scan needs a built-in cell (jaxrnn.elman, jaxrnn.lstm, jaxrnn.gru), got {cell.name!r}"
+        )
+    check_time_major_scan(cell, params, xs_tm, carry, lengths, mask=mask, marks=marks, unroll=unroll)
     rule = _RULES[cell.step]
     return _scan(rule.name, bool(reverse), unroll, params, xs_tm, carry, lengths, mask, marks)
 

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxrnn._checks import check_tree_matches, shape_str
 from jaxrnn.analytic import (
     _acc_dtype,
     _assemble,
@@ -47,9 +48,10 @@ from jaxrnn.analytic import (
     reset_carry,
 )
 from jaxrnn.cells import gru as _gru
+from jaxrnn.cells import lstm as _lstm
 from jaxrnn.cells.gru import GRUParams
 from jaxrnn.cells.lstm import LSTMGates, LSTMParams, LSTMState, gate_activations
-from jaxrnn.driver import step_validity
+from jaxrnn.driver import check_time_major_scan, step_validity
 
 __all__ = [
     "GRU_FORWARD_MIN",
@@ -65,6 +67,14 @@ __all__ = [
 # The measured break-even (see the module docstring): 4H at least this, and at least this many sequences.
 MIN_GATE_WIDTH = 1024
 MIN_BATCH = 8
+
+
+def _check_lstm(params, xs_tm, carry, lengths, mask, marks, unroll) -> None:
+    if not isinstance(params, LSTMParams):
+        raise TypeError(
+            f"params must be LSTMParams (the feature-major path has no projections), got {type(params).__name__}"
+        )
+    check_time_major_scan(_lstm.cell, params, xs_tm, carry, lengths, mask=mask, marks=marks, unroll=unroll)
 
 
 class Kept(NamedTuple):
@@ -117,6 +127,7 @@ def forward(
     :func:`jaxrnn.analytic.forward_with_residuals`: returns ``(final_carry, ys [T, *batch, H], Kept)``. ``Kept``'s
     ``gates.c`` is the carried cell state: at a masked step, the one held. ``marks``: segment starts, where a step
     starts from zeros (``h_prev`` is then zero)."""
+    _check_lstm(params, xs_tm, carry, lengths, mask, marks, unroll)
     num_steps, batch, hidden = xs_tm.shape[0], xs_tm.shape[1:-1], params.w_h.shape[0]
     n = math.prod(batch)
     xs_fm = _rows(xs_tm.reshape(num_steps, n, xs_tm.shape[-1]))  # [T, D, n]
@@ -153,6 +164,7 @@ def gru_forward(params: GRUParams, xs_tm, carry, lengths=None, *, reverse=False,
         n = tanh(a_n + W_hnᵀ (r ⊙ h))       reset before
         h' = (1 − z) ⊙ n + z ⊙ h
     """
+    check_time_major_scan(_gru.cell, params, xs_tm, carry, lengths, mask=mask, marks=marks, unroll=unroll)
     num_steps, batch, hidden = xs_tm.shape[0], xs_tm.shape[1:-1], params.w_h.shape[0]
     n = math.prod(batch)
     xs_fm = _rows(xs_tm.reshape(num_steps, n, xs_tm.shape[-1]))  # [T, D, n]
@@ -206,6 +218,11 @@ def backward(
     """The VJP of :func:`forward` from ``carry0`` for cotangents ``dfinal`` (each ``[*batch, H]``) and ``dys [T,
     *batch, H]``: ``(LSTMParams of gradients, dxs [T, *batch, D], dcarry0)``, the same equations as
     :func:`jaxrnn.analytic.lstm_step_vjp` with the weight gradients formed after the loop."""
+    _check_lstm(params, xs_tm, carry0, lengths, mask, marks, unroll)
+    check_tree_matches(dfinal, carry0, "dfinal", hint="It is the cotangent of the final carry, shaped like the carry.")
+    ys_shape = (xs_tm.shape[0], *xs_tm.shape[1:-1], params.w_h.shape[0])
+    if tuple(jnp.shape(dys)) != ys_shape:
+        raise ValueError(f"dys must have the shape of ys, {shape_str(ys_shape)}, got {shape_str(jnp.shape(dys))}")
     num_steps, batch, hidden = xs_tm.shape[0], xs_tm.shape[1:-1], params.w_h.shape[0]
     n = math.prod(batch)
     dys = dys.reshape(num_steps, n, hidden)

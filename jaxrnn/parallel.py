@@ -83,9 +83,22 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(_check_mesh(mesh), PartitionSpec(AXIS))
 
 
+def _check_array_leaves(tree: Any, name: str) -> None:
+    """A ``TypeError`` naming the first leaf that is not an array or a number (device_put takes no other)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")) and not isinstance(
+            leaf, (bool, int, float, complex)
+        ):
+            raise TypeError(
+                f"{name}{jax.tree_util.keystr(path)} must be an array or a number to go on the mesh, got "
+                f"{type(leaf).__name__}; keep settings such as names out of the tree (or as static fields)"
+            )
+
+
 def check_batch(batch: Any, mesh: Mesh, name: str = "batch") -> None:
     """Raise ``ValueError`` unless every array leaf of rank >= 1 has a leading size divisible by the device count."""
     n = _check_mesh(mesh).shape[AXIS]
+    _check_array_leaves(batch, name)
     for path, leaf in jax.tree_util.tree_flatten_with_path(batch)[0]:
         shape = np.shape(leaf)
         if shape and shape[0] % n:
@@ -106,6 +119,7 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """``tree`` with every leaf replicated on all devices of ``mesh`` (params, optimizer state, a TrainState)."""
+    _check_array_leaves(tree, "tree")
     return jax.device_put(tree, replicated(mesh))
 
 
@@ -113,6 +127,8 @@ def call_on_mesh(fn, mesh: Mesh, replicated_tree: Any, batch: Any):
     """``fn(replicated_tree, batch)`` with ``batch`` split over ``mesh`` (:func:`shard_batch`), ``replicated_tree``
     on every device (:func:`replicate`), and ``mesh`` set (``jax.set_mesh``) while ``fn`` is traced and run, so that
     ``jaxrnn.rnn`` inside it runs each device's slice of the batch."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable as fn(replicated_tree, batch), got {type(fn).__name__}")
     batch = shard_batch(batch, mesh)
     replicated_tree = replicate(replicated_tree, mesh)
     with jax.set_mesh(mesh):

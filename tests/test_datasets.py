@@ -76,9 +76,31 @@ def test_load_text_labels_csv_and_tsv(tmp_path):
 def test_load_text_labels_errors(tmp_path):
     bad = tmp_path / "bad.tsv"
     bad.write_text("only one column\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="row 1 has 1 column"):
+    with pytest.raises(ValueError, match="line 1 has 1 column"):
         datasets.load_text_labels(bad)
+    headed = tmp_path / "headed.csv"
+    headed.write_text("text,label\ngood film,pos\nbad film\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 3 has 1 column"):  # the file's line, header counted
+        datasets.load_text_labels(headed)
     one = tmp_path / "one.tsv"
     one.write_text("a\tx\nb\tx\n", encoding="utf-8")
     with pytest.raises(ValueError, match="at least two distinct labels"):
         datasets.load_text_labels(one)
+
+
+def test_load_text_labels_drops_a_byte_order_mark(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_text("text,label\ngood film,pos\nbad film,neg\n", encoding="utf-8-sig")
+    texts, ids, names = datasets.load_text_labels(path)
+    assert texts == ["good film", "bad film"] and ids.tolist() == [1, 0] and names == ["neg", "pos"]
+
+
+def test_stdlib_docstrings_checks_its_arguments():
+    for bad in (-5, True, 2.5, "10"):
+        with pytest.raises(ValueError, match="max_chars must be a non-negative int or None"):
+            datasets.stdlib_docstrings(bad)
+    with pytest.raises(TypeError, match="modules must be a list of module names, got 'json'"):
+        datasets.stdlib_docstrings(modules="json")
+    with pytest.raises(ValueError, match="modules: cannot import 'no_such_mod'"):
+        datasets.stdlib_docstrings(modules=["no_such_mod"])
+    assert len(datasets.stdlib_docstrings(100, modules=["json"])) == 100

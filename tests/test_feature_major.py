@@ -156,3 +156,38 @@ def test_gru_feature_major_forward_under_jit_vmap_and_bfloat16():
     final, ys = jaxrnn.rnn(cell, *half, lengths=lengths)
     assert final.dtype == ys.dtype == jnp.bfloat16
     assert rel_err(want[1], ys.astype(jnp.float32)) < 0.05
+
+
+def test_the_lower_level_scans_check_their_inputs_as_rnn_does():
+    lstm = jaxrnn.lstm.init(jax.random.key(0), 3, 4)
+    gru = jaxrnn.gru.init(jax.random.key(0), 3, 4)
+    xs_tm = jnp.ones((7, 2, 3))
+    c0, h0 = jaxrnn.lstm.initial_state(lstm, (2,)), jaxrnn.gru.initial_state(gru, (2,))
+    with pytest.raises(ValueError, match="xs has 2 features"):
+        feature_major.forward(lstm, xs_tm[..., :2], c0)
+    with pytest.raises(TypeError, match="params must be GRUParams"):
+        feature_major.gru_forward(lstm, xs_tm, h0)
+    with pytest.raises(TypeError, match="params must be LSTMParams"):
+        feature_major.forward(gru, xs_tm, c0)
+    with pytest.raises(ValueError, match="carry has the wrong structure"):
+        feature_major.forward(lstm, xs_tm, jnp.zeros((2, 4)))
+    with pytest.raises(TypeError, match="xs_tm must have the params' dtype float32, got bfloat16"):
+        feature_major.gru_forward(gru, xs_tm.astype(jnp.bfloat16), h0)
+    with pytest.raises(TypeError, match="lengths must be an integer array"):
+        fastpath.analytic_scan(jaxrnn.lstm, lstm, xs_tm, c0, jnp.array([2.5, 1.0]))
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, 7\]"):
+        fastpath.analytic_scan(jaxrnn.lstm, lstm, xs_tm, c0, jnp.array([9, 2]))
+    with pytest.raises(ValueError, match="unroll must be a positive int"):
+        fastpath.analytic_scan(jaxrnn.lstm, lstm, xs_tm, c0, unroll=0)
+    with pytest.raises(ValueError, match="marks must have shape"):
+        fastpath.analytic_scan(jaxrnn.gru, gru, xs_tm, h0, marks=jnp.zeros((2, 7), bool))
+    with pytest.raises(ValueError, match="carry is required here"):
+        fastpath.analytic_scan(jaxrnn.gru, gru, xs_tm, None)
+    mine = jaxrnn.Cell(jaxrnn.gru.init, jaxrnn.gru.initial_state, lambda p, c, x: jaxrnn.gru.step(p, c, x), name="mine")
+    with pytest.raises(ValueError, match="analytic_scan needs a built-in cell .*got 'mine'"):
+        fastpath.analytic_scan(mine, gru, xs_tm, h0)
+    with pytest.raises(TypeError, match="cell must be a jaxrnn.Cell"):
+        fastpath.analytic_scan(None, gru, xs_tm, h0)
+    _, ys, kept = feature_major.forward(lstm, xs_tm, c0)
+    with pytest.raises(ValueError, match=r"dys must have the shape of ys, \[7, 2, 4\]"):
+        feature_major.backward(lstm, xs_tm, c0, kept, None, c0, ys[:, :1])

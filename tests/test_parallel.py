@@ -189,3 +189,9 @@ def test_mesh_and_batch_checks():
     other = jax.sharding.Mesh(mesh.devices, ("data",))
     with pytest.raises(ValueError, match="mesh must have an axis named 'batch'"):
         parallel.batch_sharding(other)
+    with pytest.raises(TypeError, match=r"batch\['name'\] must be an array or a number to go on the mesh, got str"):
+        parallel.shard_batch({"x": jax.numpy.ones((4, 2)), "name": "abc"}, mesh)
+    with pytest.raises(TypeError, match=r"tree\['act'\] must be an array or a number"):
+        parallel.replicate({"act": "tanh"}, mesh)
+    with pytest.raises(TypeError, match="fn must be callable as fn"):
+        parallel.call_on_mesh(None, mesh, {}, {"x": jax.numpy.ones((4, 2))})

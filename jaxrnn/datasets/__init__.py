@@ -101,24 +101,25 @@ def load_text_labels(path) -> tuple[list[str], np.ndarray, list[str]]:
     they are mapped to ``0..K-1`` in sorted order. Returns ``(texts, label_ids [N] int64, label_names)``.
 
     Raises ``ValueError`` naming the file and line for a row without two columns, or when fewer than two labels
-    occur.
+    occur. A UTF-8 byte-order mark (as spreadsheet programs write) is dropped.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")
     first = text.split("\n", 1)[0]
     delimiter = "\t" if (path.suffix.lower() != ".csv" or "\t" in first) else ","
-    rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter)]
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    rows = [(reader.line_num, row) for row in reader]  # line_num: the file line the row ends on
     text_col, label_col = 0, 1
-    if rows and {cell.strip().lower() for cell in rows[0]} == {"text", "label"} and len(rows[0]) == 2:
-        header = [cell.strip().lower() for cell in rows[0]]
+    if rows and {cell.strip().lower() for cell in rows[0][1]} == {"text", "label"} and len(rows[0][1]) == 2:
+        header = [cell.strip().lower() for cell in rows[0][1]]
         text_col, label_col = header.index("text"), header.index("label")
         rows = rows[1:]
     texts, labels = [], []
-    for number, row in enumerate(rows, start=1):
+    for line, row in rows:
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) < 2:
-            raise ValueError(f"{path}: row {number} has {len(row)} column(s); expected text{delimiter!r}label")
+            raise ValueError(f"{path}: line {line} has {len(row)} column(s); expected text{delimiter!r}label")
         texts.append(row[text_col])
         labels.append(row[label_col].strip())
     names = sorted(set(labels))
@@ -187,8 +188,15 @@ def stdlib_docstrings(max_chars: int | None = None, *, modules=STDLIB_TEXT_MODUL
     For each module in ``modules`` (a fixed list by default), the module docstring and then the docstrings of its
     public classes, functions and methods, in sorted order, joined by blank lines; cleaned with
     :func:`inspect.cleandoc`, duplicates dropped. The text depends on the Python version (about 250,000 characters on 3.11),
-    not on the run. ``max_chars`` truncates it. Source: the Python standard library (PSF license).
+    not on the run. ``max_chars`` (a non-negative int) truncates it. A module of the default list that this Python
+    lacks is skipped; one you name must import. Source: the Python standard library (PSF license).
     """
+    if max_chars is not None and (
+        isinstance(max_chars, bool) or not isinstance(max_chars, (int, np.integer)) or max_chars < 0
+    ):
+        raise ValueError(f"max_chars must be a non-negative int or None, got {max_chars!r}")
+    if isinstance(modules, (str, bytes)) or not all(isinstance(name, str) for name in modules):
+        raise TypeError(f"modules must be a list of module names, got {modules!r}")
     seen: set[str] = set()
     parts: list[str] = []
 
@@ -213,8 +221,10 @@ def _collect(modules, add, parts, max_chars) -> None:
     for name in modules:
         try:
             module = importlib.import_module(name)
-        except ImportError:  # pragma: no cover - a stripped-down Python
-            continue
+        except ImportError as err:
+            if modules is STDLIB_TEXT_MODULES:  # pragma: no cover - a stripped-down Python
+                continue
+            raise ValueError(f"modules: cannot import {name!r} ({err})") from None
         add(module)
         for attr in sorted(vars(module)):
             if attr.startswith("_"):
