@@ -29,8 +29,16 @@ def load(name: str):
 
 
 def run(name: str, config: dict | None = None) -> dict:
-    """Run study ``name`` with ``config`` (see :mod:`experiments._common`) and return its metrics."""
-    return load(name).run(dict(config or {}))
+    """Run study ``name`` with ``config`` (see :mod:`experiments._common`) and return its metrics. Every setting is
+    checked first, as on the command line: an unknown key or a bad value is a ``ValueError`` before any work."""
+    from experiments._common import check_config
+
+    study = load(name)
+    config = check_config(name, config)
+    study_check = getattr(study, "check_config", None)
+    if study_check is not None:
+        study_check(config)
+    return study.run(config)
 
 
 __all__ = ["STUDIES", "load", "run"]

@@ -28,6 +28,7 @@ import numpy as np
 __all__ = [
     "COMMON_KEYS",
     "CONFIG_TYPES",
+    "check_config",
     "Context",
     "boolean",
     "existing_file",
@@ -397,6 +398,24 @@ def study_keys(name: str) -> set[str]:
                 raise TypeError(f"experiments/{name}.py: DEFAULTS and QUICK must be dict literals with literal keys")
             keys.update(k.value for k in node.value.keys)
     return keys
+
+
+def check_config(name: str, config: dict | None) -> dict:
+    """``config`` for study ``name`` with every value checked and converted by its type in :data:`CONFIG_TYPES`
+    (None values pass: they mean the default); a ``ValueError`` for an unknown key or a bad value. What the command
+    line checks, for ``experiments.run(name, config)`` called from Python."""
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(f"config must be a dict of settings or None, got {type(config).__name__}")
+    keys = study_keys(name)
+    checked = {}
+    for key, value in (config or {}).items():
+        if key not in keys:
+            raise ValueError(f"unknown setting {key!r} for {name}; valid settings: {', '.join(sorted(keys))}")
+        try:
+            checked[key] = value if value is None else CONFIG_TYPES[key](value)
+        except argparse.ArgumentTypeError as err:
+            raise ValueError(f"{name} setting {key!r}: {err}") from None
+    return checked
 
 
 def resolve_config(config: dict | None, defaults: dict | None = None, quick_defaults: dict | None = None) -> dict:

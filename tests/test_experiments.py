@@ -40,6 +40,19 @@ def test_unknown_study_is_rejected():
         experiments.run("nope", {})
 
 
+def test_run_from_python_checks_its_config_before_any_work(tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match="unknown setting 'bogus' for iris_mlp; valid settings: .*epochs"):
+        experiments.run("iris_mlp", {"quick": True, "bogus": 1, "out": str(out)})
+    with pytest.raises(ValueError, match="vanishing_gradients setting 'lengths': expected one or more values"):
+        experiments.run("vanishing_gradients", {"quick": True, "lengths": [0], "out": str(out)})
+    with pytest.raises(ValueError, match="char_lm setting 'temperature': expected a positive finite number"):
+        experiments.run("char_lm", {"quick": True, "temperature": 0.0, "out": str(out)})
+    with pytest.raises(TypeError, match="config must be a dict of settings or None, got list"):
+        experiments.run("iris_mlp", [("quick", True)])
+    assert not out.exists()  # nothing ran, nothing was written
+
+
 def test_iris_mlp(tmp_path):
     m = run_quick("iris_mlp", tmp_path)
     # the analytic rule and jax.grad give the same trajectory (float64, to rounding)
