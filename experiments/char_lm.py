@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 import jaxrnn
-from experiments._common import Context
+from experiments._common import Context, resolve_config
 from jaxrnn.datasets import stdlib_docstrings
 
 DEFAULTS = {
@@ -49,19 +49,39 @@ QUICK = {
 }
 
 
-def _read_text(ctx: Context) -> tuple[str, str]:
-    if ctx.get("text"):
-        path = Path(ctx["text"])
-        text = path.read_text(encoding="utf-8")
+MIN_CHARS = 2000  # the least text a language model here trains and evaluates on
+
+
+def _text_of(config: dict) -> tuple[str, str]:
+    """``(text, source)``: the ``text`` file (UTF-8) or the standard library's docstrings, cut to ``max_chars``;
+    a ``ValueError`` when it is not UTF-8 or is shorter than :data:`MIN_CHARS`."""
+    if config.get("text"):
+        path = Path(config["text"])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"text file {str(path)!r} is not UTF-8 ({err.reason} at byte {err.start})") from None
         source = str(path)
     else:
         text = stdlib_docstrings()
         source = "standard-library docstrings"
-    if ctx.get("max_chars"):
-        text = text[: int(ctx["max_chars"])]
-    if len(text) < 2000:
-        raise ValueError(f"the text is too short for a language model: {len(text)} characters (need >= 2000)")
+    if config.get("max_chars"):
+        text = text[: int(config["max_chars"])]
+    if len(text) < MIN_CHARS:
+        raise ValueError(
+            f"the text is too short for a language model: {len(text)} characters (need >= {MIN_CHARS}; "
+            f"max_chars={config.get('max_chars')})"
+        )
     return text, source
+
+
+def check_config(config: dict) -> None:
+    """Raise ValueError, before any work, when the text cannot be read as UTF-8 or is too short."""
+    _text_of(resolve_config(config, DEFAULTS, QUICK))
+
+
+def _read_text(ctx: Context) -> tuple[str, str]:
+    return _text_of(ctx.config)
 
 
 def run(config: dict | None = None) -> dict:

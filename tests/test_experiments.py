@@ -230,6 +230,17 @@ def test_cli_checks_the_forecast_split(capsys, monkeypatch):
     assert "horizon=50" in err and "0 test" in err and "at most horizon=49" in err
 
 
+def test_cli_checks_the_char_lm_text(capsys, monkeypatch, tmp_path):
+    # a text too short (as given, or cut by max_chars) or not UTF-8 is caught at parsing, not when the run starts
+    monkeypatch.setattr(experiments.__main__, "run", pytest.fail)
+    short, binary = tmp_path / "short.txt", tmp_path / "binary.txt"
+    short.write_text("x" * 100, encoding="utf-8")
+    binary.write_bytes(b"\xff\xfe not text")
+    assert "too short for a language model: 100 characters" in cli_error(capsys, "char_lm", "--text", str(short))
+    assert "is not UTF-8" in cli_error(capsys, "char_lm", "--text", str(binary))
+    assert "max_chars=100" in cli_error(capsys, "char_lm", "--set", "max_chars=100")
+
+
 def test_cli_passes_valid_arguments(monkeypatch, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("x" * 3000, encoding="utf-8")
