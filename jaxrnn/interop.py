@@ -810,7 +810,7 @@ def from_keras(
     *,
     kind: str | None = None,
     activation: str | None = None,
-    merge: str = "concat",
+    merge: str | None = None,
     ignore_dropout: bool = False,
     reset_after: bool | None = None,
 ) -> tuple[Layer, tuple]:
@@ -832,8 +832,9 @@ def from_keras(
         count (kernel columns / units: 1, 4, 3) when None. Checked against a layer when given.
       activation: for a SimpleRNN weight list: ``"tanh"`` (the Keras default, also for None) or ``"relu"``; an
         LSTM's or GRU's is ``"tanh"``. Checked against a layer when given.
-      merge: for a Bidirectional weight list: ``"concat"``, ``"sum"``, ``"mean"`` (Keras' ``"ave"``) or ``"mul"``
-        (a layer's ``merge_mode`` is read).
+      merge: for a Bidirectional weight list: ``"concat"`` (also for None), ``"sum"``, ``"mean"`` (Keras'
+        ``"ave"``) or ``"mul"``. A layer's ``merge_mode`` is read, and checked against ``merge`` when given; a
+        one-direction layer or weight list takes no ``merge``.
       ignore_dropout: drop Keras' input ``dropout`` instead of raising (it acts only in training).
       reset_after: for a GRU weight list: None reads it from the bias shape (``[2, 3H]``: True, ``[3H]``: False;
         no bias: True, Keras 3's default). Checked against a layer's ``reset_after`` when given.
@@ -853,6 +854,8 @@ def from_keras(
         raise TypeError(f"reset_after must be None or a bool, got {type(reset_after).__name__}")
     if activation is not None:
         _check_activation(activation, "activation")
+    if merge is not None and merge not in MERGES:
+        raise ValueError(f"merge must be one of {MERGES} (jaxrnn's names; Keras' 'ave' is 'mean'), got {merge!r}")
     if isinstance(layer_or_weights, (list, tuple)):
         return _from_keras_weights(list(layer_or_weights), kind, activation, merge, reset_after)
     keras = _import_keras()
@@ -887,6 +890,9 @@ def from_keras(
                 f"go_backwards=False and run jaxrnn.rnn(..., reverse=True) for a right-to-left reading"
             )
         configs, merge_mode = [one], "concat"
+    if merge is not None and (len(configs) == 1 or merge != merge_mode):
+        got = "a one-direction layer" if len(configs) == 1 else f"merge_mode {obj.merge_mode!r}"
+        raise ValueError(f"merge={merge!r} contradicts the Keras layer ({configs[0]['name']}: {got})")
     if kind is not None and kind != configs[0]["kind"]:
         raise ValueError(
             f"kind={kind!r} contradicts the Keras layer ({configs[0]['name']}, kind {configs[0]['kind']!r})"
@@ -925,10 +931,13 @@ def _from_keras_weights(weights: list, kind, activation, merge, reset_after) -> 
             f"layer_or_weights: a weight list must have 2 or 3 arrays ([kernel, recurrent_kernel(, bias)]), or 4 or "
             f"6 for a Bidirectional (forward then backward), got {len(weights)}"
         )
-    if merge not in MERGES:
-        raise ValueError(f"merge must be one of {MERGES} (jaxrnn's names; Keras' 'ave' is 'mean'), got {merge!r}")
     arrays = [_to_numpy(w, f"weights[{i}]") for i, w in enumerate(weights)]
     bidirectional = len(arrays) in (4, 6)
+    if merge is not None and not bidirectional:
+        raise ValueError(
+            f"merge applies to a Bidirectional weight list (4 or 6 arrays); these {len(arrays)} are one direction"
+        )
+    merge = merge or "concat"
     per = len(arrays) // 2 if bidirectional else len(arrays)
     groups = [arrays[:per], arrays[per:]] if bidirectional else [arrays]
     kernel, recurrent = groups[0][0], groups[0][1]

@@ -468,7 +468,7 @@ def _check_against_keras(keras, kind, merge, dtype, *, mask_anywhere=False, **kw
     np.testing.assert_allclose(np.asarray(g_x), np.asarray(k_gx), atol=tol, rtol=0)
     if not kw.get("use_bias", True):
         g_params = _zero_bias_grads(g_params)
-    ours_merge = {"ave": "mean"}.get(merge or "concat", merge or "concat")
+    ours_merge = {"ave": "mean"}.get(merge, merge) if merge else None  # a one-direction list takes no merge
     _assert_trees_close(g_params, _keras_grads_as_ours(kind, k_gw, ours_merge, tol), tol, "dL/dW")
     return klayer, layer, params
 
@@ -639,6 +639,24 @@ def test_keras_round_trip_from_jaxrnn_with_masking_layer_and_initial_state(keras
             np.testing.assert_allclose(np.asarray(ys), np.asarray(outputs[0]), atol=KERAS_FLOAT64_TOL, rtol=0)
             carry_k = interop.carry_from_keras(layer, outputs[1:])
             _assert_trees_close(final, carry_k, KERAS_FLOAT64_TOL, "final states")
+
+
+def test_keras_merge_applies_to_two_directions_only(keras):
+    def built(klayer):
+        with _keras_broadcasts():
+            klayer.build((None, T, D))
+        return klayer
+
+    weights = built(keras.layers.LSTM(H)).get_weights()
+    with pytest.raises(ValueError, match="merge applies to a Bidirectional weight list .* these 3 are one direction"):
+        interop.from_keras(weights, merge="sum")
+    with pytest.raises(ValueError, match="merge='sum' contradicts the Keras layer .*a one-direction layer"):
+        interop.from_keras(built(keras.layers.LSTM(H)), merge="sum")
+    both = built(keras.layers.Bidirectional(keras.layers.LSTM(H), merge_mode="sum"))
+    with pytest.raises(ValueError, match="merge='concat' contradicts the Keras layer .*merge_mode 'sum'"):
+        interop.from_keras(both, merge="concat")
+    assert interop.from_keras(both, merge="sum")[0].merge == "sum"
+    assert interop.from_keras(both.get_weights())[0].merge == "concat"
 
 
 def test_keras_errors(keras):
