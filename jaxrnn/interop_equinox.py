@@ -131,14 +131,18 @@ def carry_from_equinox(layer: Layer, hidden) -> tuple:
     if kind == "lstm":
         if not (isinstance(hidden, tuple) and len(hidden) == 2):
             raise TypeError(f"carry_from_equinox: an LSTM state must be a tuple (h, c), got {type(hidden).__name__}")
-        h, c = (_jnp(_to_numpy(a, name)) for a, name in zip(hidden, ("h", "c")))
+        h, c = (_to_numpy(a, name) for a, name in zip(hidden, ("h", "c")))
+        _one_dtype({"h": h, "c": c}, "carry_from_equinox: h and c")
+        h, c = _jnp(h), _jnp(c)
         if h.shape != c.shape:
             raise ValueError(f"carry_from_equinox: h and c must have one shape, got {_shape(h.shape)} and "
                              f"{_shape(c.shape)}")  # fmt: skip
         return (LSTMState(h=h, c=c),)
     if isinstance(hidden, (tuple, list)):
         raise TypeError(f"carry_from_equinox: a GRU state must be one array [*batch, H], got a {type(hidden).__name__}")
-    return (_jnp(_to_numpy(hidden, "hidden")),)
+    array = _to_numpy(hidden, "hidden")
+    _one_dtype({"hidden": array}, "carry_from_equinox: hidden")
+    return (_jnp(array),)
 
 
 def carry_to_equinox(layer: Layer, carry):

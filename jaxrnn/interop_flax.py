@@ -448,10 +448,14 @@ def _state_from_flax(kind: str, carry, where: str):
     if kind != "lstm":
         if isinstance(carry, (tuple, list)):
             raise TypeError(f"{where} must be one array [*batch, H] (a {kind} carry), got a {type(carry).__name__}")
-        return _jnp(_to_numpy(carry, where))
+        array = _to_numpy(carry, where)
+        _one_dtype({where: array}, where)
+        return _jnp(array)
     if not (isinstance(carry, tuple) and len(carry) == 2):
         raise TypeError(f"{where} must be an LSTM carry (c, h), got {type(carry).__name__}")
-    c, h = (_jnp(_to_numpy(a, f"{where}[{i}]")) for i, a in enumerate(carry))
+    c, h = (_to_numpy(a, f"{where}[{i}]") for i, a in enumerate(carry))
+    _one_dtype({f"{where}[0] (c)": c, f"{where}[1] (h)": h}, f"{where}'s c and h")
+    c, h = _jnp(c), _jnp(h)
     if c.shape != h.shape:
         raise ValueError(f"{where}: c and h must have one shape, got {_shape(c.shape)} and {_shape(h.shape)}")
     return LSTMState(h=h, c=c)

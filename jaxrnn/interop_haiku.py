@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from jaxrnn.cells.elman import ElmanParams
 from jaxrnn.cells.gru import GRUParams
 from jaxrnn.cells.lstm import LSTMParams, LSTMState
-from jaxrnn.interop import _CELLS, _flat_states, _kind_of_layer, _layer_info, _shape
+from jaxrnn.interop import _CELLS, _flat_states, _kind_of_layer, _layer_info, _one_dtype, _shape
 from jaxrnn.stack import Layer, stack
 
 __all__ = ["carry_from_haiku", "carry_to_haiku", "from_haiku", "to_haiku"]
@@ -66,6 +66,7 @@ def _array(value, where: str):
         raise TypeError(f"{where} must be an array, got {type(value).__name__}")
     if not jnp.issubdtype(value.dtype, jnp.floating):
         raise TypeError(f"{where} must be floating point, got dtype {value.dtype}")
+    _one_dtype({where: value}, where)  # float64 needs x64
     return jnp.asarray(value)
 
 
@@ -298,6 +299,7 @@ def carry_from_haiku(layer: Layer, state) -> tuple:
         if not (isinstance(s, tuple) and len(s) == 2):
             raise TypeError(f"carry_from_haiku: an LSTM state is hk.LSTMState(hidden, cell), got {type(s).__name__}")
         h, c = _array(s[0], f"state[{k}].hidden"), _array(s[1], f"state[{k}].cell")
+        _one_dtype({f"state[{k}].hidden": h, f"state[{k}].cell": c}, f"carry_from_haiku: state[{k}]")
         if h.shape != c.shape:
             raise ValueError(f"carry_from_haiku: hidden and cell must have one shape, got {_shape(h.shape)} and "
                              f"{_shape(c.shape)}")  # fmt: skip

@@ -150,3 +150,12 @@ def test_errors_name_what_came():
         interop.carry_from_equinox(jaxrnn.stack(jaxrnn.gru), (jnp.zeros((B, H)),))
     with pytest.raises(ValueError, match=r"carry_to_equinox: an Equinox cell's state is one layer, one direction"):
         interop.carry_to_equinox(bi, (jaxrnn.Bidirectional(jnp.zeros((B, H)), jnp.zeros((B, H))),))
+
+
+def test_carry_from_equinox_checks_dtypes():
+    layer = jaxrnn.stack(jaxrnn.lstm)
+    h = jnp.zeros((2, 4))
+    with pytest.raises(TypeError, match="carry_from_equinox: h and c must share one dtype"):
+        interop.carry_from_equinox(layer, (h, h.astype(jnp.bfloat16)))
+    with pytest.raises(TypeError, match="needs jax_enable_x64"):
+        interop.carry_from_equinox(jaxrnn.stack(jaxrnn.gru), np.zeros((2, 4)))

@@ -354,3 +354,12 @@ def test_carry_converters_check_their_input():
     deep = jaxrnn.stack(jaxrnn.gru, num_layers=2)
     with pytest.raises(ValueError, match=r"carry_to_flax: Flax RNNs are one layer"):
         interop.carry_to_flax(deep, (jnp.zeros((B, H)), jnp.zeros((B, H))))
+
+
+def test_carry_from_flax_checks_dtypes():
+    layer = jaxrnn.stack(jaxrnn.lstm)
+    h = jnp.zeros((2, 4))
+    with pytest.raises(TypeError, match="carry's c and h must share one dtype"):
+        interop.carry_from_flax(layer, (h, h.astype(jnp.bfloat16)))
+    with pytest.raises(TypeError, match="needs jax_enable_x64"):
+        interop.carry_from_flax(jaxrnn.stack(jaxrnn.gru), np.zeros((2, 4)))

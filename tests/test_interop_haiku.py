@@ -191,3 +191,12 @@ def test_deep_rnn_of_different_hidden_sizes_round_trips(kind):
     assert_trees_close(interop.to_haiku(layer, params), hk_params, atol=1e-6)
     with pytest.raises(ValueError, match=r"to_haiku: params\[1\] must read 6 features, got input size 5"):
         interop.to_haiku(layer, (params[0], params[1]._replace(w_x=params[1].w_x[:5])))
+
+
+def test_carry_from_haiku_checks_dtypes():
+    layer = jaxrnn.stack(jaxrnn.lstm)
+    h = jnp.zeros((2, 4))
+    with pytest.raises(TypeError, match=r"carry_from_haiku: state\[0\] must share one dtype"):
+        interop.carry_from_haiku(layer, (h, h.astype(jnp.bfloat16)))
+    with pytest.raises(TypeError, match="needs jax_enable_x64"):
+        interop.carry_from_haiku(layer, (np.zeros((2, 4)), np.zeros((2, 4))))
