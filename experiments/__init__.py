@@ -28,9 +28,10 @@ def load(name: str):
     return importlib.import_module(f"experiments.{name}")
 
 
-def run(name: str, config: dict | None = None) -> dict:
-    """Run study ``name`` with ``config`` (see :mod:`experiments._common`) and return its metrics. Every setting is
-    checked first, as on the command line: an unknown key or a bad value is a ``ValueError`` before any work."""
+def check(name: str, config: dict | None = None) -> dict:
+    """``config`` for study ``name``, every setting checked and converted (:func:`experiments._common.check_config`)
+    and then the study's own check of how they combine (its ``check_config``, where it has one): an unknown key or
+    a bad value is a ``ValueError`` before any work."""
     from experiments._common import check_config
 
     study = load(name)
@@ -38,7 +39,13 @@ def run(name: str, config: dict | None = None) -> dict:
     study_check = getattr(study, "check_config", None)
     if study_check is not None:
         study_check(config)
-    return study.run(config)
+    return config
 
 
-__all__ = ["STUDIES", "load", "run"]
+def run(name: str, config: dict | None = None) -> dict:
+    """Run study ``name`` with ``config`` (see :mod:`experiments._common`) and return its metrics, after
+    :func:`check`, as on the command line."""
+    return load(name).run(check(name, config))
+
+
+__all__ = ["STUDIES", "check", "load", "run"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from experiments import STUDIES, load, run
+from experiments import STUDIES, check, run
 from experiments._common import CONFIG_TYPES, existing_file, non_negative_int, output_dir, study_keys
 
 # the study-specific flags, each the config key of the same name (checked by that key's type in CONFIG_TYPES)
@@ -86,24 +86,17 @@ def main(argv=None) -> int:
     names = list(STUDIES) if args.name == "all" else [args.name]
     _check_flags(args, names, p_run.error)
     overrides = _parse_set(args.set, names, p_run.error)  # every check before the first study starts
+    given = {key: getattr(args, key) for key in FLAGS if getattr(args, key) is not None} | overrides
     configs = {}
-    for name in names:
+    for name in names:  # each study takes the given settings it has ('all' spreads them over several)
         config = {"quick": args.quick, "seed": args.seed}
         if args.out:
             config["out"] = args.out if len(names) == 1 else f"{args.out}/{name}"
-        for key in FLAGS:
-            value = getattr(args, key)
-            if value is not None:
-                config[key] = value
-        config.update(overrides)
-        configs[name] = config
-    for name, config in configs.items():  # a study's own check of how its settings combine (imports the study)
-        check = getattr(load(name), "check_config", None)
-        if check is not None:
-            try:
-                check(config)
-            except ValueError as err:
-                p_run.error(f"{name}: {err}")
+        config |= {key: value for key, value in given.items() if key in study_keys(name)}
+        try:
+            configs[name] = check(name, config)  # imports the study, for its own check of how settings combine
+        except ValueError as err:
+            p_run.error(f"{name}: {err}")
     for name, config in configs.items():
         run(name, config)
     return 0

@@ -161,53 +161,30 @@ def _as_float(value):
     return v if math.isfinite(v) else None
 
 
-@_expects("an integer")
-def integer(value) -> int:
-    v = _as_int(value)
-    if v is None:
-        _fail(integer, value)
-    return v
+def _number(expected: str, convert: Callable, ok: Callable = lambda v: True) -> Callable:
+    """A check: ``convert(value)`` (None when it is not such a number) that ``ok`` accepts."""
 
-
-def int_at_least(low: int, why: str = "", *, expected: str | None = None) -> Callable:
-    """An integer ``>= low`` (``why``: the reason, shown in the message; ``expected``: the whole expectation)."""
-
-    @_expects(expected or f"an integer >= {low}{f' ({why})' if why else ''}")
-    def check(value) -> int:
-        v = _as_int(value)
-        if v is None or v < low:
+    @_expects(expected)
+    def check(value):
+        v = convert(value)
+        if v is None or not ok(v):
             _fail(check, value)
         return v
 
     return check
 
 
+def int_at_least(low: int, why: str = "", *, expected: str | None = None) -> Callable:
+    """An integer ``>= low`` (``why``: the reason, shown in the message; ``expected``: the whole expectation)."""
+    return _number(expected or f"an integer >= {low}{f' ({why})' if why else ''}", _as_int, lambda v: v >= low)
+
+
+integer = _number("an integer", _as_int)
 positive_int = int_at_least(1, expected="a positive integer")
 non_negative_int = int_at_least(0, expected="a non-negative integer")
-
-
-@_expects("a finite number")
-def finite_float(value) -> float:
-    v = _as_float(value)
-    if v is None:
-        _fail(finite_float, value)
-    return v
-
-
-@_expects("a positive finite number")
-def positive_float(value) -> float:
-    v = _as_float(value)
-    if v is None or not v > 0:
-        _fail(positive_float, value)
-    return v
-
-
-@_expects("a number in [0, 1)")
-def rate(value) -> float:
-    v = _as_float(value)
-    if v is None or not 0.0 <= v < 1.0:
-        _fail(rate, value)
-    return v
+finite_float = _number("a finite number", _as_float)
+positive_float = _number("a positive finite number", _as_float, lambda v: v > 0)
+rate = _number("a number in [0, 1)", _as_float, lambda v: 0.0 <= v < 1.0)
 
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")

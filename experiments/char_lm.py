@@ -67,17 +67,26 @@ def _text_of(config: dict) -> tuple[str, str]:
         source = "standard-library docstrings"
     if config.get("max_chars"):
         text = text[: int(config["max_chars"])]
-    if len(text) < MIN_CHARS:
-        raise ValueError(
-            f"the text is too short for a language model: {len(text)} characters (need >= {MIN_CHARS}; "
-            f"max_chars={config.get('max_chars')})"
-        )
+    _check_length(len(text), config)
     return text, source
 
 
+def _check_length(length: int, config: dict) -> None:
+    if length < MIN_CHARS:
+        raise ValueError(
+            f"the text is too short for a language model: {length} characters (need >= {MIN_CHARS}; "
+            f"max_chars={config.get('max_chars')})"
+        )
+
+
 def check_config(config: dict) -> None:
-    """Raise ValueError, before any work, when the text cannot be read as UTF-8 or is too short."""
-    _text_of(resolve_config(config, DEFAULTS, QUICK))
+    """Raise ValueError, before any work, when the text cannot be read as UTF-8 or is too short. The standard
+    library's docstrings are far longer than MIN_CHARS, so without a text file only ``max_chars`` is checked."""
+    config = resolve_config(config, DEFAULTS, QUICK)
+    if config.get("text"):
+        _text_of(config)
+    elif config.get("max_chars"):
+        _check_length(int(config["max_chars"]), config)
 
 
 def _read_text(ctx: Context) -> tuple[str, str]:

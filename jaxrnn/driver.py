@@ -401,10 +401,10 @@ def _chunked_scan(
         if stop_gradient:
             c = jax.lax.stop_gradient(c)
         if analytic_cell is not None:
-            from jaxrnn.fastpath import analytic_scan
+            from jaxrnn.fastpath import scan_checked
 
             chunk_lengths = None if lengths is None else jnp.clip(lengths - t_offset, 0, chunk_size)
-            return analytic_scan(analytic_cell, params, chunk_xs, c, chunk_lengths, reverse=reverse, unroll=unroll,
+            return scan_checked(analytic_cell, params, chunk_xs, c, chunk_lengths, reverse=reverse, unroll=unroll,
                                  mask=chunk_mask, marks=chunk_marks)  # fmt: skip
         return scan_cell(step, params, chunk_xs, c, lengths, reverse=reverse, unroll=unroll, t_offset=t_offset,
                          marks=chunk_marks, reset_carry=reset_carry, mask=chunk_mask)  # fmt: skip
@@ -628,9 +628,9 @@ def _scan_whole(cell, params, xs_tm, carry, lengths, resets_tm, mask_tm, reverse
     carry = match_varying(carry, params, xs_tm, carry, lengths, resets_tm, mask_tm)
     marks, reset_carry = _reset_inputs(cell, params, xs_tm, carry, lengths, resets_tm, mask_tm, reverse)
     if analytic and checkpoint_every is None:
-        from jaxrnn.fastpath import analytic_scan
+        from jaxrnn.fastpath import scan_checked
 
-        return analytic_scan(
+        return scan_checked(
             cell, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, mask=mask_tm, marks=marks
         )
     if checkpoint_every is None:

@@ -62,7 +62,7 @@ from jaxrnn.driver import (
     sum_to_varying,
 )
 
-__all__ = ["analytic_by_default", "analytic_scan", "has_rule"]
+__all__ = ["analytic_by_default", "analytic_scan", "has_rule", "scan_checked"]
 
 _BY_NAME = {rule.name: rule for rule in _RULES.values()}
 
@@ -78,25 +78,30 @@ def has_rule(cell) -> bool:
 
 
 def analytic_scan(cell, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1, mask=None, marks=None):
-    """Like :func:`jaxrnn.driver.scan_cell` (time-major ``xs_tm [T, *batch, D]``, validated inputs; ``lengths`` or a
-    step ``mask [T, *batch]``; segment-start ``marks [T, *batch]`` from :func:`jaxrnn.driver.reset_marks`, where the
-    carry restarts from zeros) with the analytic backward. Returns ``(final_carry, ys [T, *batch, H])``. Raises
-    ``ValueError`` for a cell without a hand-derived backward, and checks the inputs as :func:`jaxrnn.rnn` does."""
+    """Like :func:`jaxrnn.driver.scan_cell` (time-major ``xs_tm [T, *batch, D]``; ``lengths`` or a step ``mask [T,
+    *batch]``; segment-start ``marks [T, *batch]`` from :func:`jaxrnn.driver.reset_marks`, where the carry restarts
+    from zeros) with the analytic backward. Returns ``(final_carry, ys [T, *batch, H])``. Raises ``ValueError`` for a
+    cell without a hand-derived backward, and checks the inputs as :func:`jaxrnn.rnn` does (``rnn`` itself, having
+    checked them, calls :func:`scan_checked`)."""
     _check_cell(cell)
     if not has_rule(cell):
         raise ValueError(
             f"analytic_scan needs a built-in cell (jaxrnn.elman, jaxrnn.lstm, jaxrnn.gru), got {cell.name!r}"
         )
     check_time_major_scan(cell, params, xs_tm, carry, lengths, mask=mask, marks=marks, unroll=unroll)
-    rule = _RULES[cell.step]
-    return _scan(rule.name, bool(reverse), unroll, params, xs_tm, carry, lengths, mask, marks)
+    return scan_checked(cell, params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, mask=mask, marks=marks)
+
+
+def scan_checked(cell, params, xs_tm, carry, lengths=None, *, reverse=False, unroll=1, mask=None, marks=None):
+    """:func:`analytic_scan` on inputs the caller has already checked (the driver's)."""
+    return _scan(_RULES[cell.step].name, bool(reverse), unroll, params, xs_tm, carry, lengths, mask, marks)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _scan(name, reverse, unroll, params, xs_tm, carry, lengths, mask, marks):
     # the primal, run only where nothing differentiates the scan: a wide GRU then runs feature-major too
     if name == "gru" and feature_major.use_feature_major(params, xs_tm):
-        return feature_major.gru_forward(
+        return feature_major.gru_forward_checked(
             params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, mask=mask, marks=marks
         )
     final, ys, _ = _forward(name, reverse, unroll, params, xs_tm, carry, lengths, mask, marks)
@@ -107,7 +112,7 @@ def _forward(name, reverse, unroll, params, xs_tm, carry, lengths, mask, marks=N
     """``(final, ys, kept)``: the wide LSTM runs feature-major (:mod:`jaxrnn.feature_major`), every other cell
     row-major, its residuals packed when small."""
     if name == "lstm" and feature_major.use_feature_major(params, xs_tm):
-        return feature_major.forward(
+        return feature_major.forward_checked(
             params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, mask=mask, marks=marks
         )
     rule = _BY_NAME[name]
@@ -154,7 +159,7 @@ def _scan_bwd(name, reverse, unroll, saved, cotangents):
     dys = dys.astype(dtype)
     dfinal = match_varying(jax.tree.map(lambda d: d.astype(dtype), dfinal), params, xs_tm, kept, dys)
     if isinstance(kept, feature_major.Kept):
-        dparams, dxs, dcarry0 = feature_major.backward(
+        dparams, dxs, dcarry0 = feature_major.backward_checked(
             params, xs_tm, carry0, kept, lengths, dfinal, dys, reverse=reverse, unroll=unroll, mask=mask, marks=marks
         )
     else:

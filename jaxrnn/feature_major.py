@@ -59,8 +59,11 @@ __all__ = [
     "MIN_GATE_WIDTH",
     "Kept",
     "backward",
+    "backward_checked",
     "forward",
+    "forward_checked",
     "gru_forward",
+    "gru_forward_checked",
     "use_feature_major",
 ]
 
@@ -123,11 +126,18 @@ def _flat_mask(mask, num_steps, n):
 def forward(
     params: LSTMParams, xs_tm, carry: LSTMState, lengths=None, *, reverse=False, unroll=1, mask=None, marks=None
 ):
+    """:func:`forward_checked` after checking its inputs as :func:`jaxrnn.rnn` does."""
+    _check_lstm(params, xs_tm, carry, lengths, mask, marks, unroll)
+    return forward_checked(params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, mask=mask, marks=marks)
+
+
+def forward_checked(
+    params: LSTMParams, xs_tm, carry: LSTMState, lengths=None, *, reverse=False, unroll=1, mask=None, marks=None
+):
     """The LSTM over ``xs_tm [T, *batch, D]`` from ``carry`` (each ``[*batch, H]``), as
     :func:`jaxrnn.analytic.forward_with_residuals`: returns ``(final_carry, ys [T, *batch, H], Kept)``. ``Kept``'s
     ``gates.c`` is the carried cell state: at a masked step, the one held. ``marks``: segment starts, where a step
-    starts from zeros (``h_prev`` is then zero)."""
-    _check_lstm(params, xs_tm, carry, lengths, mask, marks, unroll)
+    starts from zeros (``h_prev`` is then zero). The inputs are the caller's to check (:func:`forward` does)."""
     num_steps, batch, hidden = xs_tm.shape[0], xs_tm.shape[1:-1], params.w_h.shape[0]
     n = math.prod(batch)
     xs_fm = _rows(xs_tm.reshape(num_steps, n, xs_tm.shape[-1]))  # [T, D, n]
@@ -155,6 +165,14 @@ def forward(
 
 
 def gru_forward(params: GRUParams, xs_tm, carry, lengths=None, *, reverse=False, unroll=1, mask=None, marks=None):
+    """:func:`gru_forward_checked` after checking its inputs as :func:`jaxrnn.rnn` does."""
+    check_time_major_scan(_gru.cell, params, xs_tm, carry, lengths, mask=mask, marks=marks, unroll=unroll)
+    return gru_forward_checked(params, xs_tm, carry, lengths, reverse=reverse, unroll=unroll, mask=mask, marks=marks)
+
+
+def gru_forward_checked(
+    params: GRUParams, xs_tm, carry, lengths=None, *, reverse=False, unroll=1, mask=None, marks=None
+):
     """The GRU (either form) over ``xs_tm [T, *batch, D]`` from ``carry [*batch, H]`` with the state kept ``[H, n]``:
     ``(final_carry, ys [T, *batch, H])``, as :func:`jaxrnn.rnn`, with no residuals. Per step::
 
@@ -163,8 +181,9 @@ def gru_forward(params: GRUParams, xs_tm, carry, lengths=None, *, reverse=False,
         n = tanh(a_n + r ⊙ (u_n + b_hn))    reset after
         n = tanh(a_n + W_hnᵀ (r ⊙ h))       reset before
         h' = (1 − z) ⊙ n + z ⊙ h
+
+    The inputs are the caller's to check (:func:`gru_forward` does).
     """
-    check_time_major_scan(_gru.cell, params, xs_tm, carry, lengths, mask=mask, marks=marks, unroll=unroll)
     num_steps, batch, hidden = xs_tm.shape[0], xs_tm.shape[1:-1], params.w_h.shape[0]
     n = math.prod(batch)
     xs_fm = _rows(xs_tm.reshape(num_steps, n, xs_tm.shape[-1]))  # [T, D, n]
@@ -201,7 +220,20 @@ def _cell_before(kept: Kept, c0, t, *, reverse):
     return jnp.where(t + 1 < num_steps, before, c0)
 
 
-def backward(
+def backward(params, xs_tm, carry0, kept, lengths, dfinal, dys, *, reverse=False, unroll=1, mask=None, marks=None):
+    """:func:`backward_checked` after checking its inputs: those of :func:`forward`, ``dfinal`` shaped like the
+    carry and ``dys`` like ``ys``."""
+    _check_lstm(params, xs_tm, carry0, lengths, mask, marks, unroll)
+    check_tree_matches(dfinal, carry0, "dfinal", hint="It is the cotangent of the final carry, shaped like the carry.")
+    ys_shape = (xs_tm.shape[0], *xs_tm.shape[1:-1], params.w_h.shape[0])
+    if tuple(jnp.shape(dys)) != ys_shape:
+        raise ValueError(f"dys must have the shape of ys, {shape_str(ys_shape)}, got {shape_str(jnp.shape(dys))}")
+    return backward_checked(
+        params, xs_tm, carry0, kept, lengths, dfinal, dys, reverse=reverse, unroll=unroll, mask=mask, marks=marks
+    )
+
+
+def backward_checked(
     params: LSTMParams,
     xs_tm,
     carry0: LSTMState,
@@ -217,12 +249,8 @@ def backward(
 ):
     """The VJP of :func:`forward` from ``carry0`` for cotangents ``dfinal`` (each ``[*batch, H]``) and ``dys [T,
     *batch, H]``: ``(LSTMParams of gradients, dxs [T, *batch, D], dcarry0)``, the same equations as
-    :func:`jaxrnn.analytic.lstm_step_vjp` with the weight gradients formed after the loop."""
-    _check_lstm(params, xs_tm, carry0, lengths, mask, marks, unroll)
-    check_tree_matches(dfinal, carry0, "dfinal", hint="It is the cotangent of the final carry, shaped like the carry.")
-    ys_shape = (xs_tm.shape[0], *xs_tm.shape[1:-1], params.w_h.shape[0])
-    if tuple(jnp.shape(dys)) != ys_shape:
-        raise ValueError(f"dys must have the shape of ys, {shape_str(ys_shape)}, got {shape_str(jnp.shape(dys))}")
+    :func:`jaxrnn.analytic.lstm_step_vjp` with the weight gradients formed after the loop. The inputs are the
+    caller's to check (:func:`backward` does)."""
     num_steps, batch, hidden = xs_tm.shape[0], xs_tm.shape[1:-1], params.w_h.shape[0]
     n = math.prod(batch)
     dys = dys.reshape(num_steps, n, hidden)

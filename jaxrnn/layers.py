@@ -18,7 +18,16 @@ import numpy as np
 from jaxrnn._checks import as_float_array, check_key, concrete_range, shape_str
 from jaxrnn.cells.base import add_bias, check_float_leaves, default_dtype, init_dtype
 
-__all__ = ["DenseParams", "EmbeddingParams", "Module", "check_rate", "dense", "dropout", "embedding"]
+__all__ = [
+    "DenseParams",
+    "EmbeddingParams",
+    "Module",
+    "check_dense_params",
+    "check_rate",
+    "dense",
+    "dropout",
+    "embedding",
+]
 
 
 class Module(NamedTuple):
@@ -59,18 +68,19 @@ def dense_init(key, input_size: int, output_size: int, *, dtype=None, init: str 
     return DenseParams(w=w, b=jnp.zeros((output_size,), dtype))
 
 
-def _check_dense(params) -> None:
+def check_dense_params(params, name: str = "params") -> None:
+    """``params`` (named ``name`` in messages) must be :class:`DenseParams` with ``w [in, out]`` and ``b [out]``."""
     if not isinstance(params, DenseParams):
-        raise TypeError(f"params must be DenseParams (from jaxrnn.dense.init), got {type(params).__name__}")
-    check_float_leaves(params)
+        raise TypeError(f"{name} must be DenseParams (from jaxrnn.dense.init), got {type(params).__name__}")
     w, b = np.shape(params.w), np.shape(params.b)
     if len(w) != 2 or b != w[1:]:
-        raise ValueError(f"DenseParams must be w [in, out] and b [out], got w {shape_str(w)}, b {shape_str(b)}")
+        raise ValueError(f"{name} must be DenseParams(w [in, out], b [out]), got w {shape_str(w)}, b {shape_str(b)}")
 
 
 def dense_apply(params: DenseParams, x) -> jax.Array:
     """``x w + b``: ``[*batch, in] -> [*batch, out]``."""
-    _check_dense(params)
+    check_dense_params(params)
+    check_float_leaves(params)
     x = as_float_array(x, "x", min_rank=1)
     if x.shape[-1] != params.w.shape[0]:
         raise ValueError(

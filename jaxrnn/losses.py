@@ -31,9 +31,7 @@ def sequence_mask(lengths, num_steps: int, *, padding: str = "post", time_major:
     time_major = check_flag(time_major, "time_major")
     if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 0:
         raise ValueError(f"num_steps must be a non-negative integer, got {num_steps!r}")
-    if not hasattr(lengths, "shape"):
-        lengths = np.asarray(lengths)
-    lengths = check_lengths(lengths, tuple(lengths.shape), int(num_steps))
+    lengths = check_lengths(lengths, np.shape(lengths), int(num_steps))
     steps = jnp.arange(num_steps).reshape((1,) * lengths.ndim + (num_steps,))
     mask = steps < lengths[..., None] if padding == "post" else steps >= num_steps - lengths[..., None]
     return jnp.moveaxis(mask, -1, 0) if time_major else mask

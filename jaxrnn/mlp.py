@@ -18,7 +18,7 @@ import numpy as np
 from jaxrnn._checks import as_float_array, check_key, shape_str
 from jaxrnn._pytree import static_fields
 from jaxrnn.cells.base import add_bias
-from jaxrnn.layers import DenseParams, dense_init
+from jaxrnn.layers import DenseParams, check_dense_params, dense_init
 
 __all__ = ["ACTIVATIONS", "MLPParams", "apply", "check_params", "hidden_activations", "init"]
 
@@ -61,15 +61,10 @@ def check_params(params) -> None:
     if not isinstance(params.layers, (tuple, list)) or not params.layers:
         raise ValueError(f"params.layers must be a non-empty tuple of DenseParams, got {params.layers!r}")
     for i, layer in enumerate(params.layers):
-        w_shape, b_shape = np.shape(getattr(layer, "w", None)), np.shape(getattr(layer, "b", None))
-        if not isinstance(layer, DenseParams) or len(w_shape) != 2 or b_shape != w_shape[1:]:
+        check_dense_params(layer, f"params.layers[{i}]")
+        if i and np.shape(layer.w)[0] != np.shape(params.layers[i - 1].w)[1]:
             raise ValueError(
-                f"params.layers[{i}] must be DenseParams(w [in, out], b [out]), got w {shape_str(w_shape)}, "
-                f"b {shape_str(b_shape)}"
-            )
-        if i and w_shape[0] != np.shape(params.layers[i - 1].w)[1]:
-            raise ValueError(
-                f"params.layers[{i}].w takes {w_shape[0]} inputs, the layer before gives "
+                f"params.layers[{i}].w takes {np.shape(layer.w)[0]} inputs, the layer before gives "
                 f"{np.shape(params.layers[i - 1].w)[1]}"
             )
 

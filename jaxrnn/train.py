@@ -92,16 +92,13 @@ def _check_optimizer(optimizer) -> None:
         )
 
 
-_check_key = _checks.check_key
-
-
 def init_state(params, optimizer: optax.GradientTransformation, key) -> TrainState:
     """A fresh :class:`TrainState`: ``optimizer.init(params)``, ``step = 0``, ``bad_steps = 0``.
 
     ``params`` are copied, so the caller's arrays stay valid when the train step donates the state's buffers.
     """
     _check_optimizer(optimizer)
-    _check_key(key)
+    _checks.check_key(key)
     params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
     # every leaf its own buffer: an optimizer state may alias params or repeat one array (optax.lbfgs), and a
     # donating step cannot donate one buffer twice
@@ -152,6 +149,18 @@ def _call_loss(loss_fn, params, batch, key=None):
     return loss, {k: jnp.asarray(v, jnp.float32) for k, v in aux.items()}
 
 
+def _check_opt_state(optimizer, state: TrainState) -> None:
+    """``state.opt_state`` must have the structure ``optimizer.init(state.params)`` makes."""
+    expected = jax.tree_util.tree_structure(jax.eval_shape(optimizer.init, state.params))
+    got = jax.tree_util.tree_structure(state.opt_state)
+    if got != expected:
+        raise ValueError(
+            "state.opt_state does not match this train step's optimizer: it must be optimizer.init(params) "
+            "(jaxrnn.init_state(params, optimizer, key) with the same optimizer and params structure); "
+            f"expected {expected}, got {got}"
+        )
+
+
 class TrainStep:
     """The callable returned by :func:`make_train_step`: ``step(state, batch) -> (state, metrics)``.
 
@@ -165,6 +174,7 @@ class TrainStep:
         clipper = optax.clip_by_global_norm(clip_norm) if clip_norm is not None else None
 
         def step(state: TrainState, batch):
+            _check_opt_state(optimizer, state)  # at trace time: once per state structure, nothing per call
             key = jax.random.fold_in(state.key, state.step) if pass_key else None
 
             def objective(params):
@@ -205,41 +215,25 @@ class TrainStep:
         if mesh is not None:
             kwargs["out_shardings"] = _parallel.replicated(mesh)
         self.jitted = jax.jit(step, **kwargs)
-        self._checked_states: set = set()
 
     def cache_size(self) -> int:
         return self.jitted._cache_size()
 
-    def _check_state(self, state: TrainState) -> None:
-        """Once per state structure: ``opt_state`` must be what ``optimizer.init(params)`` makes; every step: no
-        buffer of the state was donated to an earlier step."""
-        for leaf in jax.tree_util.tree_leaves(state):
-            if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) and leaf.is_deleted():
+    def __call__(self, state: TrainState, batch):
+        if not isinstance(state, TrainState):
+            raise TypeError(f"state must be a TrainState (from init_state), got {type(state).__name__}")
+        try:
+            if self.mesh is None:
+                return self.jitted(state, batch)
+            return _parallel.call_on_mesh(self.jitted, self.mesh, state, batch)
+        except Exception as err:  # a donated state fails deep in XLA; say why, off the per-call path
+            if any(isinstance(leaf, jax.Array) and leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(state)):
                 raise ValueError(
                     "state holds arrays that were donated to an earlier step: a train step consumes its input "
                     "state, so pass on the state it returned (state, metrics = step(state, batch)), or build it "
                     "with make_train_step(..., donate=False)"
-                )
-        structure = jax.tree_util.tree_structure(state)
-        if structure in self._checked_states:
-            return
-        expected = jax.tree_util.tree_structure(jax.eval_shape(self.optimizer.init, state.params))
-        got = jax.tree_util.tree_structure(state.opt_state)
-        if got != expected:
-            raise ValueError(
-                "state.opt_state does not match this train step's optimizer: it must be optimizer.init(params) "
-                "(jaxrnn.init_state(params, optimizer, key) with the same optimizer and params structure); "
-                f"expected {expected}, got {got}"
-            )
-        self._checked_states.add(structure)
-
-    def __call__(self, state: TrainState, batch):
-        if not isinstance(state, TrainState):
-            raise TypeError(f"state must be a TrainState (from init_state), got {type(state).__name__}")
-        self._check_state(state)
-        if self.mesh is None:
-            return self.jitted(state, batch)
-        return _parallel.call_on_mesh(self.jitted, self.mesh, state, batch)
+                ) from err
+            raise
 
 
 def make_train_step(
@@ -801,7 +795,6 @@ def fit_arrays(
         raise TypeError(
             f"compiler_options must be a dict of XLA options or None, got {type(compiler_options).__name__}"
         )
-    train_step._check_state(state)
     if _checks.check_flag(check_finite, "check_finite"):
         for i, a in enumerate(host):
             _checks.check_finite(a, f"arrays[{i}]", hint=_NONFINITE_DATA_HINT)

@@ -284,3 +284,13 @@ def test_every_setting_has_a_type():
         for key, value in {**module.DEFAULTS, **module.QUICK}.items():
             if value is not None:
                 assert CONFIG_TYPES[key](value) == (list(value) if isinstance(value, list) else value), (name, key)
+
+
+def test_cli_all_gives_each_study_only_the_settings_it_has(monkeypatch):
+    calls = {}
+    monkeypatch.setattr(experiments.__main__, "run", lambda name, config: calls.__setitem__(name, config))
+    assert main(["run", "all", "--quick", "--set", "horizon=3"]) == 0
+    assert set(calls) == set(experiments.STUDIES)
+    assert calls["sequence_forecast"]["horizon"] == 3 and "horizon" not in calls["iris_mlp"]
+    for name, config in calls.items():  # and what each study gets passes the check that run() makes
+        assert experiments.check(name, config) == config

@@ -70,7 +70,7 @@ def test_dense_params_are_checked_not_broadcast():
     d = jaxrnn.dense.init(jax.random.key(0), 4, 3)
     x = jnp.ones((2, 4))
     for bias in (jnp.zeros((2, 3)), jnp.zeros((1,)), jnp.zeros(()), jnp.zeros(5)):
-        with pytest.raises(ValueError, match=r"DenseParams must be w \[in, out\] and b \[out\], got w \[4, 3\]"):
+        with pytest.raises(ValueError, match=r"params must be DenseParams\(w \[in, out\], b \[out\]\), got w \[4, 3\]"):
             jaxrnn.dense.apply(d._replace(b=bias), x)
     with pytest.raises(TypeError, match="DenseParams leaves must share one dtype"):
         jaxrnn.dense.apply(d._replace(b=d.b.astype(jnp.bfloat16)), x)

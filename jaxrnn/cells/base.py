@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import check_key, check_tree_matches, shape_str
+from jaxrnn._checks import check_tree_matches, shape_str
 
 __all__ = [
     "Cell",
@@ -35,7 +35,6 @@ __all__ = [
     "check_fused_params",
     "check_batch_shape",
     "check_step_inputs",
-    "check_key",
 ]
 
 

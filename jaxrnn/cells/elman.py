@@ -13,13 +13,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._checks import check_key
 from jaxrnn._pytree import static_fields
 from jaxrnn.cells.base import (
     Cell,
     add_bias,
     check_batch_shape,
     check_fused_params,
-    check_key,
     check_step_inputs,
     default_dtype,
     fused_input_init,

@@ -26,13 +26,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_flag
+from jaxrnn._checks import check_flag, check_key
 from jaxrnn.cells.base import (
     Cell,
     add_bias,
     check_batch_shape,
     check_fused_params,
-    check_key,
     check_step_inputs,
     default_dtype,
     fused_input_init,

@@ -22,14 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import shape_str
+from jaxrnn._checks import check_key, shape_str
 from jaxrnn.cells.base import (
     Cell,
     add_bias,
     check_batch_shape,
     check_float_leaves,
     check_fused_params,
-    check_key,
     check_step_inputs,
     default_dtype,
     fused_input_init,
